@@ -1,0 +1,129 @@
+"""Turn a presented secret into a :class:`Principal`, the identity a connection acts as.
+
+Lookups go through a small process-local cache keyed by the secret's hash, so an auth
+storm of thousands of connections with the same key costs one database query. The
+cache is dropped whenever keys change (``realtime.signals``) and on every periodic
+revalidation, so a revoked key is never trusted for longer than ``REVALIDATE_INTERVAL``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from asgiref.sync import sync_to_async
+from django.utils import timezone
+
+from . import keys
+from .conf import settings
+from .errors import InvalidCredentials
+
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+CACHE_MAX_ENTRIES = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a connection is: the key it authenticated with, and what that key grants."""
+
+    key_id: int
+    name: str
+    access: str
+    all_channels: bool
+    channel_ids: frozenset[int]
+    expires_at: datetime | None = None
+
+    @property
+    def can_write(self) -> bool:
+        return self.access == "read-write"
+
+    def covers(self, channel_id: int) -> bool:
+        return self.all_channels or channel_id in self.channel_ids
+
+    def limited_to(self, access: str | None) -> Principal:
+        """This principal with at most ``access``; asking for more than the key has fails."""
+        if access is None or access == self.access:
+            return self
+        if access == "read-write":
+            raise InvalidCredentials("this key is read-only")
+        return replace(self, access="read-only")
+
+
+def _principal(key) -> Principal:
+    return Principal(
+        key_id=key.pk,
+        name=key.name,
+        access=key.access,
+        all_channels=key.all_channels,
+        channel_ids=frozenset(c.pk for c in key.channels.all()),
+        expires_at=key.expires_at,
+    )
+
+
+def load_principals(key_ids) -> dict[int, Principal]:
+    """Fresh principals for the usable keys among ``key_ids`` (one query plus prefetch)."""
+    from .models import AccessKey
+
+    found = AccessKey.objects.usable().filter(pk__in=list(key_ids)).prefetch_related("channels")
+    return {key.pk: _principal(key) for key in found}
+
+
+def authenticate_secret(secret: str) -> Principal:
+    """Synchronous lookup of a secret; raises InvalidCredentials. Records last use."""
+    from .models import AccessKey
+
+    candidates = keys.candidate_hashes(secret)
+    key = (
+        AccessKey.objects.usable()
+        .filter(secret_hash__in=candidates)
+        .prefetch_related("channels")
+        .first()
+    )
+    # The lookup is by hash; the explicit constant-time comparison keeps the check
+    # honest even if a backend's index comparison were not.
+    if key is None or not keys.hashes_match(key.secret_hash, candidates):
+        raise InvalidCredentials("unknown, revoked or expired key")
+    now = timezone.now()
+    if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
+        AccessKey.objects.filter(pk=key.pk).update(last_used_at=now)
+    return _principal(key)
+
+
+class _PrincipalCache:
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[float, Principal]] = {}
+
+    def get(self, digest: str) -> Principal | None:
+        entry = self._entries.get(digest)
+        if entry is None:
+            return None
+        loaded, principal = entry
+        if time.monotonic() - loaded > settings.REVALIDATE_INTERVAL:
+            del self._entries[digest]
+            return None
+        if principal.expires_at is not None and principal.expires_at <= timezone.now():
+            del self._entries[digest]
+            return None
+        return principal
+
+    def put(self, digest: str, principal: Principal) -> None:
+        if len(self._entries) >= CACHE_MAX_ENTRIES:
+            self._entries.clear()
+        self._entries[digest] = (time.monotonic(), principal)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+cache = _PrincipalCache()
+
+
+async def authenticate(secret: str, access: str | None = None) -> Principal:
+    """The principal for ``secret``, limited to ``access``; raises InvalidCredentials."""
+    digest = keys.hash_secret(secret)
+    principal = cache.get(digest)
+    if principal is None:
+        principal = await sync_to_async(authenticate_secret)(secret)
+        cache.put(digest, principal)
+    return principal.limited_to(access)

@@ -1,0 +1,182 @@
+"""Carries publications and control notices between server processes.
+
+Two brokers share one small interface:
+
+* :class:`LayerBroker` uses the configured Channels layer (channels_redis in
+  production). Each server process holds one layer channel for its hub and joins one
+  layer group per realtime channel that has local subscribers, so a publication
+  crosses Redis once per process, already encoded, never once per subscriber.
+* :class:`LocalBroker` is used when the layer is Channels' in-memory layer or there is
+  none: one process only, so a publication goes straight to the local hub. Skipping
+  the in-memory layer also skips its capacity of 100 queued messages, past which it
+  drops group messages silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+
+from asgiref.sync import async_to_sync
+
+from .errors import Unavailable
+from .names import CONTROL_GROUP, group_name
+
+logger = logging.getLogger("realtime")
+
+PUBLICATION = "rt.pub"
+CONTROL = "rt.control"
+
+
+def _running_loop():
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+class LocalBroker:
+    """Delivers within this process, to every hub (one per event loop, usually one)."""
+
+    kind = "local"
+    multi_process = False
+
+    async def start(self, hub) -> None:
+        pass
+
+    async def listen(self, name: str, hub) -> None:
+        pass
+
+    async def unlisten(self, name: str, hub) -> None:
+        pass
+
+    async def publish(self, name: str, frame: str) -> None:
+        from .hub import live_hubs
+
+        here = _running_loop()
+        for hub in live_hubs():
+            if hub.loop is here:
+                hub.deliver(name, frame)
+            else:
+                hub.loop.call_soon_threadsafe(hub.deliver, name, frame)
+
+    def notify_changed(self) -> None:
+        from .hub import live_hubs
+
+        for hub in live_hubs():
+            hub.loop.call_soon_threadsafe(hub.request_revalidation)
+
+
+class LayerBroker:
+    """Delivers through a Channels layer: one layer message per process per publication."""
+
+    kind = "layer"
+    multi_process = True
+
+    def __init__(self, layer) -> None:
+        self.layer = layer
+
+    async def start(self, hub) -> None:
+        hub.layer_channel = await self.layer.new_channel("realtime.hub.")
+        await self.layer.group_add(CONTROL_GROUP, hub.layer_channel)
+        hub.spawn(self._receive(hub))
+
+    async def _receive(self, hub) -> None:
+        while True:
+            try:
+                message = await self.layer.receive(hub.layer_channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("realtime: receiving from the channel layer failed; retrying")
+                await asyncio.sleep(1)
+                continue
+            kind = message.get("type")
+            if kind == PUBLICATION:
+                hub.deliver(message["channel"], message["frame"])
+            elif kind == CONTROL:
+                hub.request_revalidation()
+
+    async def listen(self, name: str, hub) -> None:
+        await self.layer.group_add(group_name(name), hub.layer_channel)
+
+    async def unlisten(self, name: str, hub) -> None:
+        await self.layer.group_discard(group_name(name), hub.layer_channel)
+
+    async def publish(self, name: str, frame: str) -> None:
+        try:
+            await self.layer.group_send(
+                group_name(name), {"type": PUBLICATION, "channel": name, "frame": frame}
+            )
+        except (OSError, ConnectionError, asyncio.TimeoutError) as error:
+            raise Unavailable(f"the broker is unreachable: {error}") from error
+        except Exception as error:
+            if type(error).__module__.startswith("redis"):
+                raise Unavailable(f"the broker is unreachable: {error}") from error
+            raise
+
+    def notify_changed(self) -> None:
+        message = {"type": CONTROL}
+        loop = _running_loop()
+        try:
+            if loop is not None:
+                loop.create_task(self.layer.group_send(CONTROL_GROUP, message))
+            else:
+                async_to_sync(self.layer.group_send)(CONTROL_GROUP, message)
+        except Exception:
+            logger.warning(
+                "realtime: could not announce a change over the channel layer; "
+                "live connections pick it up at the next revalidation",
+                exc_info=True,
+            )
+
+
+_lock = threading.Lock()
+_brokers: dict[int, object] = {}
+
+
+def get_broker():
+    """The broker for the configured layer (one per layer object)."""
+    from channels.layers import InMemoryChannelLayer, get_channel_layer
+
+    from .conf import settings
+
+    layer = get_channel_layer(settings.CHANNEL_LAYER)
+    key = id(layer)
+    broker = _brokers.get(key)
+    if broker is None:
+        with _lock:
+            broker = _brokers.get(key)
+            if broker is None:
+                if layer is None or isinstance(layer, InMemoryChannelLayer):
+                    broker = LocalBroker()
+                else:
+                    broker = LayerBroker(layer)
+                _brokers[key] = broker
+    return broker
+
+
+def describe() -> str:
+    """One line for the startup log."""
+    from channels.layers import get_channel_layer
+
+    from .conf import settings
+
+    layer = get_channel_layer(settings.CHANNEL_LAYER)
+    broker = get_broker()
+    if broker.multi_process:
+        return f"realtime: publications cross processes through {type(layer).__module__}.{type(layer).__name__}"
+    return (
+        "realtime: no multi-process channel layer is configured (in-memory): "
+        "this process is a server of its own; set REDIS_URL (CHANNEL_LAYERS) to run several"
+    )
+
+
+def notify_changed() -> None:
+    """Tell every server process that keys or channels changed, so live connections are re-checked."""
+    from . import auth, registry
+
+    auth.cache.clear()
+    registry.cache.clear()
+    get_broker().notify_changed()

@@ -1,0 +1,237 @@
+"""The WebSocket consumer: socket I/O only. Parse, authorise, act, reply.
+
+Frames are parsed by ``realtime.protocol``, credentials checked by ``realtime.auth``,
+access decided by the policy in ``realtime.permissions``, and publications carried by
+``realtime.publish`` and the hub. Every error a client can cause is a
+``RealtimeError`` turned into ``{"err": code}`` in :meth:`RealtimeConsumer.handle_text`.
+
+Two things the stock Channels consumer does are skipped on purpose, both for speed
+(see docs/performance.md): there is no per-connection channel-layer channel (the hub
+fans out), and there is no ``aclose_old_connections()`` thread hop before each
+message (only the handlers that touch the database hop, through sync_to_async).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from channels.consumer import AsyncConsumer
+from channels.exceptions import StopConsumer
+
+from . import auth, protocol, registry
+from .conf import settings
+from .errors import (
+    AccessDenied,
+    AlreadyAuthenticated,
+    CloseCode,
+    ErrorCode,
+    InvalidChannel,
+    InvalidCredentials,
+    InvalidData,
+    RateLimited,
+    RealtimeError,
+    TooManySubscriptions,
+)
+from .hub import get_hub
+from .names import validate_channel_name
+from .origins import origin_allowed, origin_from_scope
+from .outbox import Outbox
+from .permissions import get_policy
+from .publishing import send_publication
+from .ratelimit import TokenBucket
+
+logger = logging.getLogger("realtime")
+
+# Errors that say the client sent garbage; enough of them in a row close the socket.
+MALFORMED = frozenset({ErrorCode.INVALID_DATA, ErrorCode.MESSAGE_TOO_LARGE})
+
+
+class RealtimeConsumer(AsyncConsumer):
+    """Serves the native protocol (``docs/protocol.md``) on one WebSocket."""
+
+    # An alias with no layer behind it: Channels then creates no channel per connection.
+    channel_layer_alias = "realtime.no-layer"
+
+    principal: auth.Principal | None = None
+    hub = None
+    closing = False
+
+    async def dispatch(self, message: dict) -> None:
+        handler = EVENTS.get(message["type"])
+        if handler is not None:
+            await handler(self, message)
+
+    # ASGI events -------------------------------------------------------------------
+
+    async def websocket_connect(self, message: dict) -> None:
+        self.subscriptions: set[str] = set()
+        self.invalid_frames = 0
+        self.auth_failures = 0
+        self.max_message_size = settings.MAX_MESSAGE_SIZE
+        self.rate = TokenBucket(settings.RATE_LIMIT, settings.RATE_BURST)
+        self.outbox = Outbox(self.base_send, settings.MAX_PENDING_FRAMES, self._too_slow)
+        await self.base_send({"type": "websocket.accept"})
+        if not origin_allowed(origin_from_scope(self.scope)):
+            await self.close(CloseCode.ORIGIN_NOT_ALLOWED)
+            return
+        self.hub = await get_hub()
+        self.hub.add(self)
+
+    async def websocket_receive(self, message: dict) -> None:
+        if self.closing:
+            return
+        text = message.get("text")
+        if text is None:
+            self._refuse(InvalidData("binary frames are not supported; send JSON text"))
+            return
+        await self.handle_text(text)
+
+    async def websocket_disconnect(self, message: dict) -> None:
+        self.closing = True
+        if self.hub is not None:
+            self.hub.remove(self)
+        self.outbox.cancel()
+        raise StopConsumer()
+
+    # Frames ------------------------------------------------------------------------
+
+    async def handle_text(self, text: str) -> None:
+        try:
+            if not self.rate.take():
+                raise RateLimited("slow down")
+            command = protocol.parse_frame(text, self.max_message_size)
+            await COMMANDS[type(command)](self, command)
+        except RealtimeError as error:
+            self._refuse(error)
+        except Exception:
+            logger.exception("realtime: unexpected error handling a frame")
+            self.push(protocol.error_frame(ErrorCode.INTERNAL_ERROR))
+        else:
+            self.invalid_frames = 0
+
+    def _refuse(self, error: RealtimeError) -> None:
+        self.push(protocol.error_frame(error.code, getattr(error, "request_id", None), error.detail))
+        if error.code in MALFORMED:
+            self.invalid_frames += 1
+            if self.invalid_frames >= settings.MAX_INVALID_FRAMES:
+                self._close_soon(CloseCode.TOO_MANY_INVALID_FRAMES)
+        elif error.code == ErrorCode.INVALID_CREDENTIALS:
+            self.auth_failures += 1
+            if self.auth_failures >= settings.MAX_AUTH_FAILURES:
+                self._close_soon(CloseCode.TOO_MANY_AUTH_FAILURES)
+
+    # Commands ----------------------------------------------------------------------
+
+    async def do_auth(self, command: protocol.Auth) -> None:
+        if self.principal is not None:
+            raise AlreadyAuthenticated("log out first")
+        principal = await auth.authenticate(command.secret, command.access)
+        if self.closing:
+            return
+        self.principal = principal
+        self.push(protocol.ok_frame(command.id))
+
+    async def do_subscribe(self, command: protocol.Subscribe) -> None:
+        name = validate_channel_name(command.channel)
+        if name in self.subscriptions:
+            self.push(protocol.ok_frame(command.id))
+            return
+        if len(self.subscriptions) >= settings.MAX_SUBSCRIPTIONS:
+            raise TooManySubscriptions(f"at most {settings.MAX_SUBSCRIPTIONS} subscriptions")
+        info = await registry.aresolve(name)
+        if self.principal is None and (info is None or not info.anonymous_read):
+            raise AccessDenied("authenticate first")
+        if info is None:
+            raise InvalidChannel(f"no active channel covers {name!r}")
+        if not get_policy().can_subscribe(self.principal, info):
+            raise AccessDenied("channel is outside this key's scope")
+        await self.hub.subscribe(self, name)
+        self.push(protocol.ok_frame(command.id))
+
+    async def do_unsubscribe(self, command: protocol.Unsubscribe) -> None:
+        name = validate_channel_name(command.channel)
+        self.hub.unsubscribe(self, name)
+        self.push(protocol.ok_frame(command.id))
+
+    async def do_publish(self, command: protocol.Publish) -> None:
+        if self.principal is None:
+            raise AccessDenied("authenticate first")
+        if not self.principal.can_write:
+            raise AccessDenied("read-only access cannot publish")
+        name = validate_channel_name(command.channel)
+        info = await registry.aresolve(name)
+        if info is None:
+            raise InvalidChannel(f"no active channel covers {name!r}")
+        if not get_policy().can_publish(self.principal, info):
+            raise AccessDenied("channel is outside this key's scope")
+        await send_publication(name, command.event, command.data)
+        self.push(protocol.ok_frame(command.id))
+
+    async def do_logout(self, command: protocol.Logout) -> None:
+        self._logout()
+        self.push(protocol.ok_frame(command.id))
+
+    async def do_disconnect(self, command: protocol.Disconnect) -> None:
+        self.push(protocol.ok_frame(command.id))
+        await self.close(CloseCode.NORMAL)
+
+    # What the hub calls ------------------------------------------------------------
+
+    def push(self, frame: str) -> None:
+        self.outbox.push(frame)
+
+    def drop_subscription(self, name: str, reason: str) -> None:
+        self.hub.unsubscribe(self, name)
+        self.push(protocol.unsubscribed_frame(name, reason))
+
+    def drop_principal(self, reason: str) -> None:
+        self._logout()
+        self.push(protocol.logout_frame(reason))
+
+    # Helpers -----------------------------------------------------------------------
+
+    def _logout(self) -> None:
+        self.principal = None
+        if self.hub is not None:
+            for name in list(self.subscriptions):
+                self.hub.unsubscribe(self, name)
+
+    async def close(self, code: int) -> None:
+        """Close after every queued frame has gone out; ignore the client from now on."""
+        if self.closing:
+            return
+        self.closing = True
+        if self.hub is not None:
+            self.hub.remove(self)
+        await self.outbox.flush()
+        self.outbox.push_message({"type": "websocket.close", "code": int(code)})
+        self.outbox.closed = True
+
+    def _close_soon(self, code: int) -> None:
+        asyncio.get_running_loop().create_task(self.close(code))
+
+    def _too_slow(self) -> None:
+        logger.info("realtime: closing a connection that reads too slowly")
+        self.closing = True
+        if self.hub is not None:
+            self.hub.remove(self)
+        asyncio.get_running_loop().create_task(
+            self.base_send({"type": "websocket.close", "code": int(CloseCode.TOO_SLOW)})
+        )
+
+
+EVENTS = {
+    "websocket.connect": RealtimeConsumer.websocket_connect,
+    "websocket.receive": RealtimeConsumer.websocket_receive,
+    "websocket.disconnect": RealtimeConsumer.websocket_disconnect,
+}
+
+COMMANDS = {
+    protocol.Auth: RealtimeConsumer.do_auth,
+    protocol.Subscribe: RealtimeConsumer.do_subscribe,
+    protocol.Unsubscribe: RealtimeConsumer.do_unsubscribe,
+    protocol.Publish: RealtimeConsumer.do_publish,
+    protocol.Logout: RealtimeConsumer.do_logout,
+    protocol.Disconnect: RealtimeConsumer.do_disconnect,
+}

@@ -1,0 +1,115 @@
+"""Every error a client can see, with its wire code, in one place.
+
+Code raises a subclass of :class:`RealtimeError`; the WebSocket consumer and the HTTP
+endpoint turn it into ``{"err": code}`` at one boundary. The codes and close codes
+here are the ones listed in ``docs/protocol.md`` (a test keeps the two in agreement).
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ErrorCode(enum.StrEnum):
+    INVALID_DATA = "invalid_data"
+    INVALID_CREDENTIALS = "invalid_credentials"
+    ACCESS_DENIED = "access_denied"
+    INVALID_CHANNEL_NAME = "invalid_channel_name"
+    INVALID_CHANNEL = "invalid_channel"
+    MESSAGE_TOO_LARGE = "message_too_large"
+    TOO_MANY_SUBSCRIPTIONS = "too_many_subscriptions"
+    ALREADY_AUTHENTICATED = "already_authenticated"
+    RATE_LIMITED = "rate_limited"
+    UNAVAILABLE = "unavailable"
+    INTERNAL_ERROR = "internal_error"
+
+
+class CloseCode(enum.IntEnum):
+    """WebSocket close codes. 1000 is a normal close; ours use the private 4000 range."""
+
+    NORMAL = 1000
+    TOO_MANY_INVALID_FRAMES = 4001
+    TOO_MANY_AUTH_FAILURES = 4002
+    ORIGIN_NOT_ALLOWED = 4003
+    TOO_SLOW = 4004
+
+
+class RealtimeError(Exception):
+    """Base class: an error with a wire code that a client may be shown."""
+
+    code: ErrorCode = ErrorCode.INTERNAL_ERROR
+    http_status: int = 500
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(detail or self.code.value)
+        self.detail = detail
+
+
+class InvalidData(RealtimeError):
+    """The frame is not JSON, not an object, an unknown command, or a field is missing or mistyped."""
+
+    code = ErrorCode.INVALID_DATA
+    http_status = 400
+
+
+class InvalidCredentials(RealtimeError):
+    """The secret or token is unknown, revoked, expired, or does not grant the access asked for."""
+
+    code = ErrorCode.INVALID_CREDENTIALS
+    http_status = 401
+
+
+class AccessDenied(RealtimeError):
+    """Not authenticated, a read-only key publishing, or a channel outside the key's scope."""
+
+    code = ErrorCode.ACCESS_DENIED
+    http_status = 403
+
+
+class InvalidChannelName(RealtimeError):
+    """The channel name breaks the naming rules (see ``realtime.names``)."""
+
+    code = ErrorCode.INVALID_CHANNEL_NAME
+    http_status = 400
+
+
+class InvalidChannel(RealtimeError):
+    """No active channel covers this name."""
+
+    code = ErrorCode.INVALID_CHANNEL
+    http_status = 404
+
+
+class MessageTooLarge(RealtimeError):
+    """The frame or the publication is larger than ``MAX_MESSAGE_SIZE``."""
+
+    code = ErrorCode.MESSAGE_TOO_LARGE
+    http_status = 413
+
+
+class TooManySubscriptions(RealtimeError):
+    """The connection already holds ``MAX_SUBSCRIPTIONS`` subscriptions."""
+
+    code = ErrorCode.TOO_MANY_SUBSCRIPTIONS
+    http_status = 400
+
+
+class AlreadyAuthenticated(RealtimeError):
+    """``auth`` on an authenticated connection; ``logout`` first."""
+
+    code = ErrorCode.ALREADY_AUTHENTICATED
+    http_status = 400
+
+
+class RateLimited(RealtimeError):
+    """The connection sends frames faster than ``RATE_LIMIT``; the frame was dropped."""
+
+    code = ErrorCode.RATE_LIMITED
+    http_status = 429
+
+
+class Unavailable(RealtimeError):
+    """The broker (Redis) could not take the publication; it was not delivered."""
+
+    code = ErrorCode.UNAVAILABLE
+    http_status = 503

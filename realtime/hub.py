@@ -1,0 +1,203 @@
+"""The process-local hub: who is subscribed to what here, and the fan-out.
+
+There is one hub per event loop (a server process has one). Connections register with
+it; it joins the broker's group for a channel when the first local subscriber arrives
+and leaves it after the last one goes. A publication arriving from the broker is
+already an encoded frame: :meth:`Hub.deliver` hands that same string to each local
+subscriber's outbox, synchronously, with no JSON encode, channel-layer message,
+thread hop or task per delivery.
+
+The hub also re-checks live connections against the database (revoked or expired
+keys, deactivated or deleted channels), at once when a change is announced and every
+``REVALIDATE_INTERVAL`` seconds in case a change was made behind the models' back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from typing import Protocol
+
+from asgiref.sync import sync_to_async
+
+from . import auth, registry
+from .broker import get_broker
+from .conf import settings
+from .errors import Unavailable
+from .permissions import get_policy
+
+logger = logging.getLogger("realtime")
+
+
+class Subscriber(Protocol):
+    """What the hub needs from a connection (the consumer implements it)."""
+
+    principal: auth.Principal | None
+    subscriptions: set[str]
+
+    def push(self, frame: str) -> None: ...
+    def drop_subscription(self, name: str, reason: str) -> None: ...
+    def drop_principal(self, reason: str) -> None: ...
+
+
+_hubs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def live_hubs() -> list[Hub]:
+    return [hub for loop, hub in list(_hubs.items()) if not loop.is_closed() and hub.started.done()]
+
+
+async def get_hub() -> Hub:
+    """The hub of the running event loop, started on first use."""
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(loop)
+    if hub is None:
+        hub = _hubs[loop] = Hub(loop, get_broker())
+        hub.started = loop.create_task(hub.start())
+    await asyncio.shield(hub.started)
+    return hub
+
+
+class Hub:
+    def __init__(self, loop: asyncio.AbstractEventLoop, broker) -> None:
+        self.loop = loop
+        self.broker = broker
+        self.subscribers: dict[str, set[Subscriber]] = {}
+        self.connections: set[Subscriber] = set()
+        self.layer_channel: str | None = None
+        self.started: asyncio.Task
+        self._listening: dict[str, asyncio.Task] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._revalidating: asyncio.Task | None = None
+        self._again = False
+
+    async def start(self) -> None:
+        await self.broker.start(self)
+        interval = settings.REVALIDATE_INTERVAL
+        if interval:
+            self.spawn(self._periodic(interval))
+
+    def spawn(self, coro) -> asyncio.Task:
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # Connections and subscriptions -------------------------------------------------
+
+    def add(self, conn: Subscriber) -> None:
+        self.connections.add(conn)
+
+    def remove(self, conn: Subscriber) -> None:
+        self.connections.discard(conn)
+        for name in list(conn.subscriptions):
+            self.unsubscribe(conn, name)
+
+    async def subscribe(self, conn: Subscriber, name: str) -> None:
+        """Add a local subscriber; returns once the broker delivers the channel here."""
+        subs = self.subscribers.get(name)
+        if subs is None:
+            subs = self.subscribers[name] = set()
+            self._listening[name] = self.loop.create_task(self.broker.listen(name, self))
+        subs.add(conn)
+        conn.subscriptions.add(name)
+        pending = self._listening.get(name)
+        if pending is None:
+            return
+        try:
+            await asyncio.shield(pending)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            self._listening.pop(name, None)
+            self.subscribers.pop(name, None)
+            for other in list(subs):
+                other.subscriptions.discard(name)
+            logger.warning("realtime: could not subscribe to %s on the broker: %s", name, error)
+            raise Unavailable("the broker is unreachable") from error
+        if self._listening.get(name) is pending:
+            del self._listening[name]
+
+    def unsubscribe(self, conn: Subscriber, name: str) -> None:
+        conn.subscriptions.discard(name)
+        subs = self.subscribers.get(name)
+        if subs is None or conn not in subs:
+            return
+        subs.discard(conn)
+        if not subs:
+            del self.subscribers[name]
+            self._listening.pop(name, None)
+            self.spawn(self._unlisten(name))
+
+    async def _unlisten(self, name: str) -> None:
+        try:
+            await self.broker.unlisten(name, self)
+        except Exception as error:
+            logger.warning("realtime: could not leave %s on the broker: %s", name, error)
+
+    # Fan-out -----------------------------------------------------------------------
+
+    def deliver(self, name: str, frame: str) -> None:
+        """Hand one encoded publication to every local subscriber of ``name``."""
+        subs = self.subscribers.get(name)
+        if subs:
+            for conn in subs:
+                conn.push(frame)
+
+    # Revalidation ------------------------------------------------------------------
+
+    def request_revalidation(self) -> None:
+        """Re-check live connections soon; requests made meanwhile are coalesced."""
+        if self._revalidating is not None:
+            self._again = True
+            return
+        self._revalidating = self.spawn(self._revalidate_loop())
+
+    async def _revalidate_loop(self) -> None:
+        try:
+            while True:
+                self._again = False
+                try:
+                    await self.revalidate()
+                except Exception:
+                    logger.exception("realtime: revalidating live connections failed")
+                if not self._again:
+                    return
+        finally:
+            self._revalidating = None
+
+    async def _periodic(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            self.request_revalidation()
+
+    async def revalidate(self) -> None:
+        auth.cache.clear()
+        registry.cache.clear()
+        conns = list(self.connections)
+        key_ids = {conn.principal.key_id for conn in conns if conn.principal is not None}
+        names = set(self.subscribers)
+        principals, channels = await sync_to_async(_load_state)(key_ids, names)
+        policy = get_policy()
+        for conn in conns:
+            current = conn.principal
+            if current is not None:
+                fresh = principals.get(current.key_id)
+                if fresh is None:
+                    conn.drop_principal("key_revoked")
+                    continue
+                conn.principal = fresh if not fresh.can_write else fresh.limited_to(current.access)
+            for name in list(conn.subscriptions):
+                info = channels.get(name)
+                if info is None:
+                    conn.drop_subscription(name, "channel_unavailable")
+                elif not policy.can_subscribe(conn.principal, info):
+                    conn.drop_subscription(name, "access_revoked")
+
+
+def _load_state(key_ids, names):
+    from django.db import close_old_connections
+
+    close_old_connections()
+    return auth.load_principals(key_ids), registry.resolve_many(names)

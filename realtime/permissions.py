@@ -1,0 +1,35 @@
+"""Who may subscribe and publish where: one policy object, replaceable by dotted path.
+
+Set ``REALTIME["POLICY"]`` to a subclass of :class:`Policy` to change the rules, for
+example to let read-only keys publish on ``*/typing`` channels. Policies are called
+on the hot path with plain objects (no database access), so keep them cheap.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from django.utils.module_loading import import_string
+
+from .auth import Principal
+from .conf import settings
+from .registry import ChannelInfo
+
+
+class Policy:
+    def can_subscribe(self, principal: Principal | None, channel: ChannelInfo) -> bool:
+        if principal is None:
+            return channel.anonymous_read
+        return principal.covers(channel.id)
+
+    def can_publish(self, principal: Principal | None, channel: ChannelInfo) -> bool:
+        return principal is not None and principal.can_write and principal.covers(channel.id)
+
+
+@lru_cache(maxsize=8)
+def _load(path: str) -> Policy:
+    return import_string(path)()
+
+
+def get_policy() -> Policy:
+    return _load(settings.POLICY)

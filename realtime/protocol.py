@@ -1,0 +1,235 @@
+"""The native wire protocol: client frames in, server frames out.
+
+Pure functions over text and plain objects, with no Django or Channels imports, so the
+parser can be tested (and fuzzed) without a server. ``docs/protocol.md`` describes the
+same frames for people.
+
+Client frames are JSON objects with exactly one command key, plus an optional ``id``
+that is echoed in the reply::
+
+    {"auth": {"secret": "rt_...", "access": "read-write"}, "id": 1}
+    {"subscribe": {"channel": "rooms/lobby"}}
+    {"publish": {"channel": "rooms/lobby", "event": "chat", "data": {"text": "hi"}}}
+
+Server frames are replies (``{"ok": true}`` / ``{"err": "code"}``), publications
+(``{"message": {...}}``) and notices (``{"unsubscribed": {...}}``, ``{"logout": {...}}``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Union
+
+from .errors import InvalidData, MessageTooLarge, RealtimeError
+
+PROTOCOL_VERSION = 1
+ACCESS_LEVELS = ("read-only", "read-write")
+MAX_ID_LENGTH = 64
+MAX_EVENT_LENGTH = 128
+MAX_SECRET_LENGTH = 512
+
+RequestId = Union[str, int, None]
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    id: RequestId
+    secret: str
+    access: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    id: RequestId
+    channel: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    id: RequestId
+    channel: str
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    id: RequestId
+    channel: str
+    event: str
+    data: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Logout:
+    id: RequestId
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnect:
+    id: RequestId
+
+
+Command = Union[Auth, Subscribe, Unsubscribe, Publish, Logout, Disconnect]
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _fail(error: RealtimeError, request_id: RequestId) -> RealtimeError:
+    error.request_id = request_id  # type: ignore[attr-defined]
+    return error
+
+
+def _request_id(frame: dict) -> RequestId:
+    if "id" not in frame:
+        return None
+    value = frame["id"]
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise InvalidData("id must be a string or an integer")
+    if isinstance(value, str) and len(value) > MAX_ID_LENGTH:
+        raise InvalidData(f"id must be at most {MAX_ID_LENGTH} characters")
+    if isinstance(value, int) and not -(2**53) <= value <= 2**53:
+        raise InvalidData("id must be a safe integer")
+    return value
+
+
+def _body(value: Any, command: str) -> dict:
+    if not isinstance(value, dict):
+        raise InvalidData(f"{command} must be an object")
+    return value
+
+
+def _string(body: dict, field: str, command: str, max_length: int) -> str:
+    value = body.get(field)
+    if not isinstance(value, str) or not value:
+        raise InvalidData(f"{command}.{field} must be a non-empty string")
+    if len(value) > max_length:
+        raise InvalidData(f"{command}.{field} must be at most {max_length} characters")
+    return value
+
+
+def _channel(body: dict, command: str) -> str:
+    # Only the type is checked here: naming rules are ``realtime.names``'s job, and
+    # break them and the client gets invalid_channel_name rather than invalid_data.
+    value = body.get("channel")
+    if not isinstance(value, str):
+        raise InvalidData(f"{command}.channel must be a string")
+    return value
+
+
+def _flag(value: Any, command: str) -> None:
+    if value is not True and value != {}:
+        raise InvalidData(f"{command} must be true")
+
+
+def _parse_auth(request_id: RequestId, value: Any) -> Auth:
+    body = _body(value, "auth")
+    secret = _string(body, "secret", "auth", MAX_SECRET_LENGTH)
+    access = body.get("access")
+    if access is not None and access not in ACCESS_LEVELS:
+        raise InvalidData('auth.access must be "read-only" or "read-write"')
+    return Auth(request_id, secret, access)
+
+
+def _parse_subscribe(request_id: RequestId, value: Any) -> Subscribe:
+    return Subscribe(request_id, _channel(_body(value, "subscribe"), "subscribe"))
+
+
+def _parse_unsubscribe(request_id: RequestId, value: Any) -> Unsubscribe:
+    return Unsubscribe(request_id, _channel(_body(value, "unsubscribe"), "unsubscribe"))
+
+
+def _parse_publish(request_id: RequestId, value: Any) -> Publish:
+    body = _body(value, "publish")
+    channel = _channel(body, "publish")
+    event = _string(body, "event", "publish", MAX_EVENT_LENGTH)
+    if "data" not in body:
+        raise InvalidData("publish.data is required (it may be null)")
+    return Publish(request_id, channel, event, body["data"])
+
+
+def _parse_logout(request_id: RequestId, value: Any) -> Logout:
+    _flag(value, "logout")
+    return Logout(request_id)
+
+
+def _parse_disconnect(request_id: RequestId, value: Any) -> Disconnect:
+    _flag(value, "disconnect")
+    return Disconnect(request_id)
+
+
+PARSERS = {
+    "auth": _parse_auth,
+    "subscribe": _parse_subscribe,
+    "unsubscribe": _parse_unsubscribe,
+    "publish": _parse_publish,
+    "logout": _parse_logout,
+    "disconnect": _parse_disconnect,
+}
+
+
+def parse_frame(text: str, max_size: int) -> Command:
+    """Parse one client text frame into a command.
+
+    Raises :class:`InvalidData` or :class:`MessageTooLarge`; the exception carries
+    ``request_id`` when the frame got far enough to have a readable ``id``.
+    """
+    # A str of n characters encodes to between n and 4n UTF-8 bytes: only encode
+    # when the cheap bounds cannot decide.
+    if len(text) > max_size or (len(text) * 4 > max_size and len(text.encode()) > max_size):
+        raise _fail(MessageTooLarge(f"frames are limited to {max_size} bytes"), None)
+    try:
+        frame = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        raise _fail(InvalidData("frame is not valid JSON"), None) from None
+    if not isinstance(frame, dict):
+        raise _fail(InvalidData("frame must be a JSON object"), None)
+    try:
+        request_id = _request_id(frame)
+    except InvalidData as error:
+        raise _fail(error, None) from None
+    commands = [key for key in frame if key != "id"]
+    if len(commands) != 1:
+        raise _fail(InvalidData("frame must hold exactly one command"), request_id)
+    parser = PARSERS.get(commands[0])
+    if parser is None:
+        raise _fail(InvalidData(f"unknown command {commands[0][:32]!r}"), request_id)
+    try:
+        return parser(request_id, frame[commands[0]])
+    except InvalidData as error:
+        raise _fail(error, request_id) from None
+
+
+def encode(frame: dict) -> str:
+    """Serialise a server frame: compact, UTF-8 kept as is."""
+    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+
+
+def ok_frame(request_id: RequestId = None, **extra: Any) -> str:
+    frame: dict[str, Any] = {"ok": True, **extra}
+    if request_id is not None:
+        frame["id"] = request_id
+    return encode(frame)
+
+
+def error_frame(code: str, request_id: RequestId = None, detail: str = "") -> str:
+    frame: dict[str, Any] = {"err": code}
+    if detail and detail != code:
+        frame["detail"] = detail
+    if request_id is not None:
+        frame["id"] = request_id
+    return encode(frame)
+
+
+def message_frame(channel: str, event: str, data: Any) -> str:
+    """The frame every subscriber receives for one publication, encoded once."""
+    return encode({"message": {"channel": channel, "event": event, "data": data}})
+
+
+def unsubscribed_frame(channel: str, reason: str) -> str:
+    return encode({"unsubscribed": {"channel": channel, "reason": reason}})
+
+
+def logout_frame(reason: str) -> str:
+    return encode({"logout": {"reason": reason}})

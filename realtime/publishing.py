@@ -1,0 +1,62 @@
+"""Publishing from the server: the one path views, tasks, commands and sockets share.
+
+``publish()`` and ``apublish()`` validate the channel and the event, encode the
+publication frame once, and hand it to the broker, which carries it to every server
+process. They raise a :class:`~realtime.errors.RealtimeError` subclass on bad input
+and :class:`~realtime.errors.Unavailable` when the broker cannot take the message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from asgiref.sync import async_to_sync
+
+from . import protocol, registry
+from .broker import get_broker
+from .conf import settings
+from .errors import InvalidChannel, InvalidData, MessageTooLarge
+from .names import validate_channel_name
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """What was published (later releases add the offset in the channel's history)."""
+
+    channel: str
+    event: str
+    data: Any
+
+
+def validate_event(event: object) -> str:
+    if not isinstance(event, str) or not event or len(event) > protocol.MAX_EVENT_LENGTH:
+        raise InvalidData(f"event must be a string of 1 to {protocol.MAX_EVENT_LENGTH} characters")
+    return event
+
+
+async def send_publication(channel: str, event: str, data: Any) -> Publication:
+    """Encode and send a publication whose channel and access were already checked."""
+    try:
+        frame = protocol.message_frame(channel, event, data)
+    except (TypeError, ValueError) as error:
+        raise InvalidData(f"data is not JSON-serialisable: {error}") from None
+    limit = settings.MAX_MESSAGE_SIZE
+    if len(frame) > limit or (len(frame) * 4 > limit and len(frame.encode()) > limit):
+        raise MessageTooLarge(f"publications are limited to {limit} bytes")
+    await get_broker().publish(channel, frame)
+    return Publication(channel, event, data)
+
+
+async def apublish(channel: str, event: str, data: Any = None) -> Publication:
+    """Publish ``data`` as ``event`` on ``channel`` to every subscriber, on every process."""
+    validate_channel_name(channel)
+    validate_event(event)
+    if await registry.aresolve(channel) is None:
+        raise InvalidChannel(f"no active channel covers {channel!r}")
+    return await send_publication(channel, event, data)
+
+
+def publish(channel: str, event: str, data: Any = None) -> Publication:
+    """Synchronous :func:`apublish`, for views, signals, tasks and management commands."""
+    return async_to_sync(apublish)(channel, event, data)

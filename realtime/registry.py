@@ -1,0 +1,96 @@
+"""Which channel configuration a name resolves to, with a process-local cache.
+
+A name resolves to the nearest row in its lineage (the name, its parent, ...) that is
+either the name itself or covers its sub-channels. If that row is inactive, or there
+is none, the name is not a usable channel. So deactivating ``rooms`` closes every room
+below it, while a row of its own for ``rooms/vip`` gives that room its own settings.
+
+The publish path asks this module on every publication; the cache keeps that free of
+database queries. Entries live for ``REVALIDATE_INTERVAL`` seconds and are dropped
+whenever channels change.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from asgiref.sync import sync_to_async
+
+from .conf import settings
+from .names import lineage
+
+CACHE_MAX_ENTRIES = 50_000
+QUERY_CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelInfo:
+    """What the hot path needs to know about a channel row."""
+
+    id: int
+    name: str
+    include_subchannels: bool
+    anonymous_read: bool
+
+
+def _pick(name: str, rows: dict) -> ChannelInfo | None:
+    for candidate in lineage(name):
+        row = rows.get(candidate)
+        if row is None:
+            continue
+        if candidate != name and not row.include_subchannels:
+            continue
+        if not row.is_active:
+            return None
+        return ChannelInfo(row.pk, row.name, row.include_subchannels, row.anonymous_read)
+    return None
+
+
+def resolve_many(names) -> dict[str, ChannelInfo | None]:
+    """Resolve several names with as few queries as possible (synchronous)."""
+    from .models import Channel
+
+    names = list(names)
+    wanted = sorted({candidate for name in names for candidate in lineage(name)})
+    rows = {}
+    for start in range(0, len(wanted), QUERY_CHUNK):
+        for row in Channel.objects.filter(name__in=wanted[start : start + QUERY_CHUNK]):
+            rows[row.name] = row
+    return {name: _pick(name, rows) for name in names}
+
+
+def resolve(name: str) -> ChannelInfo | None:
+    return resolve_many([name])[name]
+
+
+class _ChannelCache:
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[float, ChannelInfo | None]] = {}
+
+    def get(self, name: str):
+        entry = self._entries.get(name)
+        if entry is None or time.monotonic() - entry[0] > settings.REVALIDATE_INTERVAL:
+            return None
+        return entry
+
+    def put(self, name: str, info: ChannelInfo | None) -> None:
+        if len(self._entries) >= CACHE_MAX_ENTRIES:
+            self._entries.clear()
+        self._entries[name] = (time.monotonic(), info)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+cache = _ChannelCache()
+
+
+async def aresolve(name: str) -> ChannelInfo | None:
+    """Resolve ``name`` through the cache; at most one query on a miss."""
+    entry = cache.get(name)
+    if entry is not None:
+        return entry[1]
+    info = await sync_to_async(resolve)(name)
+    cache.put(name, info)
+    return info

@@ -1,0 +1,11 @@
+"""HTTP routes. Mount with ``path("realtime/", include("realtime.urls"))``."""
+
+from django.urls import path
+
+from . import views
+
+app_name = "realtime"
+
+urlpatterns = [
+    path("api/publish", views.publish_view, name="publish"),
+]
