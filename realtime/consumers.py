@@ -97,21 +97,22 @@ class RealtimeConsumer(AsyncConsumer):
     # Frames ------------------------------------------------------------------------
 
     async def handle_text(self, text: str) -> None:
+        command = None
         try:
             if not self.rate.take():
                 raise RateLimited("slow down")
             command = protocol.parse_frame(text, self.max_message_size)
             await COMMANDS[type(command)](self, command)
         except RealtimeError as error:
-            self._refuse(error)
+            self._refuse(error, command.id if command is not None else getattr(error, "request_id", None))
         except Exception:
             logger.exception("realtime: unexpected error handling a frame")
-            self.push(protocol.error_frame(ErrorCode.INTERNAL_ERROR))
+            self.push(protocol.error_frame(ErrorCode.INTERNAL_ERROR, command.id if command else None))
         else:
             self.invalid_frames = 0
 
-    def _refuse(self, error: RealtimeError) -> None:
-        self.push(protocol.error_frame(error.code, getattr(error, "request_id", None), error.detail))
+    def _refuse(self, error: RealtimeError, request_id: protocol.RequestId = None) -> None:
+        self.push(protocol.error_frame(error.code, request_id, error.detail))
         if error.code in MALFORMED:
             self.invalid_frames += 1
             if self.invalid_frames >= settings.MAX_INVALID_FRAMES:

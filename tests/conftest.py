@@ -1,0 +1,135 @@
+import pytest
+from django.db import connection
+
+from realtime.models import AccessKey, Channel
+from realtime.testing import RealtimeClient
+from tests.services import AsgiServer, RedisServer
+
+# Limits small enough to reach quickly in tests.
+STRICT = {
+    "MAX_MESSAGE_SIZE": 1024,
+    "MAX_SUBSCRIPTIONS": 3,
+    "MAX_AUTH_FAILURES": 3,
+    "MAX_INVALID_FRAMES": 3,
+    "RATE_LIMIT": 5,
+    "RATE_BURST": 10,
+}
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(tmp_path_factory):
+    """Keep the test database in a file, so real server processes can share it."""
+    from django.conf import settings
+
+    path = tmp_path_factory.mktemp("db") / "test.sqlite3"
+    settings.DATABASES["default"].setdefault("TEST", {})["NAME"] = str(path)
+
+
+@pytest.fixture(scope="session")
+def service_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("services")
+
+
+@pytest.fixture(scope="session")
+def redis_server(service_dir):
+    server = RedisServer(service_dir).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def test_database(django_db_setup, django_db_blocker):
+    with django_db_blocker.unblock():
+        return connection.settings_dict["NAME"]
+
+
+def _start(request, service_dir, **kwargs):
+    server = AsgiServer(service_dir, **kwargs).start()
+    request.addfinalizer(server.stop)
+    return server
+
+
+@pytest.fixture(scope="session")
+def servers(request, service_dir, redis_server, test_database):
+    """Two daphne processes sharing one Redis: they should behave as one server."""
+    realtime = {"REVALIDATE_INTERVAL": 2}
+    return [
+        _start(request, service_dir, database=test_database, redis_url=redis_server.url, realtime=realtime)
+        for _ in range(2)
+    ]
+
+
+@pytest.fixture(scope="session")
+def server(servers):
+    return servers[0]
+
+
+@pytest.fixture(scope="session")
+def strict_server(request, service_dir, redis_server, test_database):
+    """A server with tiny limits, so tests can reach every one of them."""
+    return _start(request, service_dir, database=test_database, redis_url=redis_server.url, realtime=STRICT)
+
+
+@pytest.fixture(scope="session")
+def fuzz_server(request, service_dir, redis_server, test_database):
+    """A server without rate limits, for generated input."""
+    realtime = {"RATE_LIMIT": 1_000_000, "RATE_BURST": 1_000_000}
+    return _start(request, service_dir, database=test_database, redis_url=redis_server.url, realtime=realtime)
+
+
+@pytest.fixture
+def redis_layer(settings, redis_server):
+    """Make this test process publish through the same Redis as the servers."""
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [{"address": redis_server.url}]},
+        }
+    }
+
+
+@pytest.fixture
+def connect():
+    """Open RealtimeClients to a server; all are closed when the test ends."""
+    clients = []
+
+    def open_client(server, **kwargs):
+        client = RealtimeClient(server.ws_url, **kwargs)
+        clients.append(client)
+        return client
+
+    yield open_client
+    for client in clients:
+        client.close()
+
+
+@pytest.fixture
+def make_channel(transactional_db):
+    def make(name, **fields):
+        return Channel.objects.create(name=name, **fields)
+
+    return make
+
+
+@pytest.fixture
+def make_key(transactional_db):
+    """Create an access key and return its secret."""
+
+    def make(name=None, access="read-write", channels=(), **fields):
+        make.count += 1
+        name = name or f"key-{make.count}"
+        if not channels:
+            fields.setdefault("all_channels", True)
+        _, secret = AccessKey.objects.create_key(name=name, access=access, channels=channels, **fields)
+        return secret
+
+    make.count = 0
+    return make
+
+
+@pytest.fixture
+def uid():
+    """A short unique suffix, so names never meet a server's cache from another test."""
+    import secrets
+
+    return secrets.token_hex(4)

@@ -1,0 +1,163 @@
+"""Real services for the live tests: a redis-server and ASGI server processes.
+
+Each binds a free loopback port, is waited for until it answers, and is stopped
+(by its own PID) when the fixture that started it ends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, log: Path, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listened on port {port} within {timeout}s:\n{log.read_text()[-3000:]}")
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def redis_server_binary() -> str:
+    """Path to redis-server, installing Debian's package when missing and allowed to."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        print("redis-server is missing: installing Debian's redis-server package", file=sys.stderr)
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "redis-server"], check=True, env=env)
+        found = shutil.which("redis-server")
+        if found:
+            return found
+    pytest.fail(
+        "The live tests need redis-server. Install it (Debian/Ubuntu: "
+        "`sudo apt-get install redis-server`; macOS: `brew install redis`) and run again.",
+        pytrace=False,
+    )
+
+
+class RedisServer:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> RedisServer:
+        log = self.workdir / f"redis-{self.port}.log"
+        self.process = subprocess.Popen(
+            [
+                redis_server_binary(),
+                "--port", str(self.port),
+                "--bind", "127.0.0.1",
+                "--save", "",
+                "--appendonly", "no",
+                "--dir", str(self.workdir),
+            ],
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        wait_for_port(self.port, self.process, log)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop(self.process)
+
+
+class AsgiServer:
+    """``daphne`` or ``uvicorn`` serving demo_site.asgi with the test settings."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        database: str,
+        redis_url: str = "",
+        realtime: dict | None = None,
+        server: str = "daphne",
+    ) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.database = database
+        self.redis_url = redis_url
+        self.realtime = realtime or {}
+        self.server = server
+        self.process: subprocess.Popen | None = None
+        self.log = workdir / f"{server}-{self.port}.log"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/realtime/ws"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        if self.server == "uvicorn":
+            return [
+                str(VENV_BIN / "uvicorn"), "demo_site.asgi:application",
+                "--host", "127.0.0.1", "--port", str(self.port),
+                "--ws", "websockets-sansio", "--lifespan", "off", "--log-level", "warning",
+            ]  # fmt: skip
+        return [str(VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(self.port), "demo_site.asgi:application"]
+
+    def start(self) -> AsgiServer:
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "DATABASE_PATH": self.database,
+            "REDIS_URL": self.redis_url,
+            "REALTIME_TEST_SETTINGS": json.dumps(self.realtime),
+            "PYTHONPATH": str(ROOT),
+        }
+        self.process = subprocess.Popen(
+            self.command(), cwd=ROOT, env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT
+        )
+        wait_for_port(self.port, self.process, self.log)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop(self.process)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
