@@ -99,9 +99,10 @@ class RealtimeConsumer(AsyncConsumer):
     async def handle_text(self, text: str) -> None:
         command = None
         try:
+            command = protocol.parse_frame(text, self.max_message_size)
+            # After parsing (bounded by the size limit), so the refusal carries the id.
             if not self.rate.take():
                 raise RateLimited("slow down")
-            command = protocol.parse_frame(text, self.max_message_size)
             await COMMANDS[type(command)](self, command)
         except RealtimeError as error:
             self._refuse(error, command.id if command is not None else getattr(error, "request_id", None))

@@ -73,8 +73,14 @@ def strict_server(request, service_dir, redis_server, test_database):
 @pytest.fixture(scope="session")
 def fuzz_server(request, service_dir, redis_server, test_database):
     """A server without rate limits, for generated input."""
-    realtime = {"RATE_LIMIT": 1_000_000, "RATE_BURST": 1_000_000}
+    realtime = {"RATE_LIMIT": 1_000_000, "RATE_BURST": 1_000_000, "MAX_AUTH_FAILURES": 1_000_000}
     return _start(request, service_dir, database=test_database, redis_url=redis_server.url, realtime=realtime)
+
+
+@pytest.fixture(scope="session")
+def uvicorn_server(request, service_dir, redis_server, test_database):
+    """The same application under uvicorn: realtime must not depend on daphne."""
+    return _start(request, service_dir, database=test_database, redis_url=redis_server.url, server="uvicorn")
 
 
 @pytest.fixture
