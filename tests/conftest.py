@@ -78,6 +78,12 @@ def fuzz_server(request, service_dir, redis_server, test_database):
 
 
 @pytest.fixture(scope="session")
+def memory_server(request, service_dir, test_database):
+    """The embedded default: one process, in-memory layer, no Redis."""
+    return _start(request, service_dir, database=test_database, realtime={"REVALIDATE_INTERVAL": 1})
+
+
+@pytest.fixture(scope="session")
 def uvicorn_server(request, service_dir, redis_server, test_database):
     """The same application under uvicorn: realtime must not depend on daphne."""
     return _start(request, service_dir, database=test_database, redis_url=redis_server.url, server="uvicorn")
