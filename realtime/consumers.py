@@ -218,9 +218,13 @@ class RealtimeConsumer(AsyncConsumer):
         self.closing = True
         if self.hub is not None:
             self.hub.remove(self)
-        asyncio.get_running_loop().create_task(
-            self.base_send({"type": "websocket.close", "code": int(CloseCode.TOO_SLOW)})
-        )
+        asyncio.get_running_loop().create_task(self._send_close(CloseCode.TOO_SLOW))
+
+    async def _send_close(self, code: int) -> None:
+        try:
+            await self.base_send({"type": "websocket.close", "code": int(code)})
+        except Exception:
+            pass  # the client is gone already
 
 
 EVENTS = {

@@ -10,7 +10,7 @@ So :meth:`Outbox.push` runs the ``send`` coroutine one step, synchronously. Almo
 always it completes in that step (the frame went into the transport buffer). When it
 suspends instead, the rest of it continues in a writer task, and later frames for
 that connection queue behind it, in order, up to ``limit``; past that the connection
-is too slow to keep and ``on_overflow`` is called.
+is too slow to keep and ``on_overflow`` is called (soon, never from inside ``push``).
 """
 
 from __future__ import annotations
@@ -30,6 +30,10 @@ async def _finish(coro, waiting) -> None:
             if waiting is None:
                 await asyncio.sleep(0)
             else:
+                # The coroutine yielded ``waiting`` to a task that was not there, so the
+                # future is still flagged as handed over; clear the flag as a task
+                # would, or asyncio's C futures refuse the await below.
+                waiting._asyncio_future_blocking = False
                 try:
                     await waiting
                 except asyncio.CancelledError:
@@ -74,7 +78,9 @@ class Outbox:
             if len(self._backlog) >= self.limit:
                 self.closed = True
                 self._backlog.clear()
-                self.on_overflow()
+                # Called soon, not now: push() runs inside the hub's fan-out loop,
+                # which must not see its subscriber sets change under it.
+                asyncio.get_running_loop().call_soon(self.on_overflow)
                 return
             self._backlog.append(message)
             return
@@ -104,8 +110,10 @@ class Outbox:
 
     async def flush(self) -> None:
         """Wait until every queued frame has been handed to the server."""
-        while self._writer is not None:
-            await asyncio.shield(self._writer)
+        # asyncio.wait rather than awaiting the writer: a writer that was cancelled
+        # (or never got to run) must not raise CancelledError into the caller.
+        while self._writer is not None and not self._writer.done():
+            await asyncio.wait([self._writer])
 
     def cancel(self) -> None:
         self.closed = True

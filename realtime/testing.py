@@ -18,11 +18,13 @@ from typing import Any
 
 
 class RealtimeClient:
-    def __init__(self, url: str, *, origin: str | None = None, timeout: float = 5.0) -> None:
+    def __init__(self, url: str, *, origin: str | None = None, timeout: float = 5.0, **options: Any) -> None:
+        """``options`` go to ``websockets.sync.client.connect`` (``max_queue``, ...)."""
         from websockets.sync.client import connect
 
         self.timeout = timeout
-        self._connection = connect(url, origin=origin, open_timeout=timeout, max_size=None, compression=None)
+        options = {"max_size": None, "compression": None, **options}
+        self._connection = connect(url, origin=origin, open_timeout=timeout, **options)
         self.ws = self._connection.__enter__()
         self.pending: deque[dict] = deque()
         self._next_id = 0

@@ -89,6 +89,13 @@ def uvicorn_server(request, service_dir, redis_server, test_database):
     return _start(request, service_dir, database=test_database, redis_url=redis_server.url, server="uvicorn")
 
 
+@pytest.fixture(scope="session")
+def slow_reader_server(request, service_dir, test_database):
+    """uvicorn (which applies socket backpressure) with a short queue for slow readers."""
+    realtime = {"MAX_PENDING_FRAMES": 20, "RATE_LIMIT": 1_000_000, "RATE_BURST": 1_000_000}
+    return _start(request, service_dir, database=test_database, realtime=realtime, server="uvicorn")
+
+
 @pytest.fixture
 def redis_layer(settings, redis_server):
     """Make this test process publish through the same Redis as the servers."""
