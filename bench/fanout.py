@@ -81,7 +81,9 @@ async def run_load(url: str, secret: str, subscribers: int, messages: int) -> di
     await publisher.recv()
     start = time.time()
     for n in range(messages):
-        await publisher.send('{"publish":{"channel":"bench","event":"tick","data":{"n":%d,"t":%.6f}}}' % (n, time.time()))
+        await publisher.send(
+            json.dumps({"publish": {"channel": "bench", "event": "tick", "data": {"n": n, "t": time.time()}}})
+        )
         await publisher.recv()
         await asyncio.sleep(0.005)
     try:
@@ -112,13 +114,19 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="realtime-bench-"))
     database = str(workdir / "bench.sqlite3")
     secret = prepare_database(database)
-    server = AsgiServer(workdir, database=database, server=args.server, realtime={"RATE_LIMIT": 1e6, "RATE_BURST": 10**6})
+    server = AsgiServer(
+        workdir, database=database, server=args.server, realtime={"RATE_LIMIT": 1e6, "RATE_BURST": 10**6}
+    )
     server.start()
     try:
         result = asyncio.run(run_load(server.ws_url, secret, args.subscribers, args.messages))
     finally:
         server.stop()
-    print(json.dumps({"server": args.server, "subscribers": args.subscribers, "messages": args.messages, **result}))
+    print(
+        json.dumps(
+            {"server": args.server, "subscribers": args.subscribers, "messages": args.messages, **result}
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -81,7 +81,11 @@ def main():
     _, secret = AccessKey.objects.create_key(name="bench", access="read-write", all_channels=True)
     rows = [
         ("hash a secret (HMAC-SHA256)", rate(lambda: keys.hash_secret(secret)), "/s"),
-        ("auth check, uncached (hash + SQLite lookup)", rate(lambda: auth.authenticate_secret(secret), batch=20), "/s"),
+        (
+            "auth check, uncached (hash + SQLite lookup)",
+            rate(lambda: auth.authenticate_secret(secret), batch=20),
+            "/s",
+        ),
     ]
 
     async def cached():

@@ -33,6 +33,8 @@ class Principal:
     all_channels: bool
     channel_ids: frozenset[int]
     expires_at: datetime | None = None
+    # Which secret: regenerating it ends sessions opened with the old one.
+    secret_hash: str = ""
 
     @property
     def can_write(self) -> bool:
@@ -58,6 +60,7 @@ def _principal(key) -> Principal:
         all_channels=key.all_channels,
         channel_ids=frozenset(c.pk for c in key.channels.all()),
         expires_at=key.expires_at,
+        secret_hash=key.secret_hash,
     )
 
 
@@ -74,12 +77,7 @@ def authenticate_secret(secret: str) -> Principal:
     from .models import AccessKey
 
     candidates = keys.candidate_hashes(secret)
-    key = (
-        AccessKey.objects.usable()
-        .filter(secret_hash__in=candidates)
-        .prefetch_related("channels")
-        .first()
-    )
+    key = AccessKey.objects.usable().filter(secret_hash__in=candidates).prefetch_related("channels").first()
     # The lookup is by hash; the explicit constant-time comparison keeps the check
     # honest even if a backend's index comparison were not.
     if key is None or not keys.hashes_match(key.secret_hash, candidates):

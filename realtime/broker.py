@@ -109,7 +109,7 @@ class LayerBroker:
             await self.layer.group_send(
                 group_name(name), {"type": PUBLICATION, "channel": name, "frame": frame}
             )
-        except (OSError, ConnectionError, asyncio.TimeoutError) as error:
+        except (TimeoutError, OSError, ConnectionError) as error:
             raise Unavailable(f"the broker is unreachable: {error}") from error
         except Exception as error:
             if type(error).__module__.startswith("redis"):
@@ -166,7 +166,9 @@ def describe() -> str:
     layer = get_channel_layer(settings.CHANNEL_LAYER)
     broker = get_broker()
     if broker.multi_process:
-        return f"realtime: publications cross processes through {type(layer).__module__}.{type(layer).__name__}"
+        return (
+            f"realtime: publications cross processes through {type(layer).__module__}.{type(layer).__name__}"
+        )
     return (
         "realtime: no multi-process channel layer is configured (in-memory): "
         "this process is a server of its own; set REDIS_URL (CHANNEL_LAYERS) to run several"

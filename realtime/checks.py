@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from django.conf import settings as django_settings
 from django.core.checks import Error, Warning
 from django.utils.module_loading import import_string
@@ -37,17 +39,17 @@ def check_settings(app_configs=None, **kwargs):
         )
     for key, kind in NUMBERS.items():
         value = user.get(key, DEFAULTS[key])
-        if isinstance(value, bool) or not isinstance(value, kind) or value < 0:
+        if isinstance(value, bool) or not isinstance(value, kind) or not 0 <= value < math.inf:
             errors.append(
                 Error(
-                    f"REALTIME[{key!r}] must be a non-negative number, not {value!r}.",
+                    f"REALTIME[{key!r}] must be a finite, non-negative number, not {value!r}.",
                     hint=f"The default is {DEFAULTS[key]!r}.",
                     id="realtime.E003",
                 )
             )
     origins = user.get("ALLOWED_ORIGINS")
     if origins is not None and (
-        isinstance(origins, str) or not all(isinstance(o, str) for o in origins)
+        not isinstance(origins, (list, tuple, set, frozenset)) or not all(isinstance(o, str) for o in origins)
     ):
         errors.append(
             Error(
@@ -58,6 +60,8 @@ def check_settings(app_configs=None, **kwargs):
         )
     policy = user.get("POLICY", DEFAULTS["POLICY"])
     try:
+        if not isinstance(policy, str):
+            raise ImportError("it is not a dotted path")
         import_string(policy)
     except ImportError as error:
         errors.append(

@@ -27,7 +27,6 @@ from .errors import (
     CloseCode,
     ErrorCode,
     InvalidChannel,
-    InvalidCredentials,
     InvalidData,
     RateLimited,
     RealtimeError,

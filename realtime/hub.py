@@ -175,20 +175,23 @@ class Hub:
     async def revalidate(self) -> None:
         auth.cache.clear()
         registry.cache.clear()
-        conns = list(self.connections)
-        key_ids = {conn.principal.key_id for conn in conns if conn.principal is not None}
-        names = set(self.subscribers)
+        # Judge each connection only on what it held before the database was read:
+        # a principal or subscription gained meanwhile was checked fresh when gained.
+        snapshot = [(conn, conn.principal, tuple(conn.subscriptions)) for conn in self.connections]
+        key_ids = {principal.key_id for _, principal, _ in snapshot if principal is not None}
+        names = {name for _, _, subscribed in snapshot for name in subscribed}
         principals, channels = await sync_to_async(_load_state)(key_ids, names)
         policy = get_policy()
-        for conn in conns:
-            current = conn.principal
-            if current is not None:
-                fresh = principals.get(current.key_id)
-                if fresh is None:
+        for conn, principal, subscribed in snapshot:
+            if principal is not None and conn.principal is principal:
+                fresh = principals.get(principal.key_id)
+                if fresh is None or fresh.secret_hash != principal.secret_hash:
                     conn.drop_principal("key_revoked")
                     continue
-                conn.principal = fresh if not fresh.can_write else fresh.limited_to(current.access)
-            for name in list(conn.subscriptions):
+                conn.principal = fresh if not fresh.can_write else fresh.limited_to(principal.access)
+            for name in subscribed:
+                if name not in conn.subscriptions:
+                    continue
                 info = channels.get(name)
                 if info is None:
                     conn.drop_subscription(name, "channel_unavailable")

@@ -33,8 +33,7 @@ class Channel(models.Model):
         unique=True,
         validators=[validate_channel_name],
         help_text=_(
-            "Segments of A-Z a-z 0-9 - _ . ! ~ ( ) $ @ separated by /, "
-            "for example news or rooms/lobby."
+            "Segments of A-Z a-z 0-9 - _ . ! ~ ( ) $ @ separated by /, for example news or rooms/lobby."
         ),
     )
     description = models.TextField(_("description"), blank=True)
@@ -95,12 +94,17 @@ class AccessKey(models.Model):
 
     READ_ONLY = "read-only"
     READ_WRITE = "read-write"
-    ACCESS_CHOICES = [(READ_ONLY, _("read-only (subscribe)")), (READ_WRITE, _("read-write (subscribe and publish)"))]
+    ACCESS_CHOICES = [
+        (READ_ONLY, _("read-only (subscribe)")),
+        (READ_WRITE, _("read-write (subscribe and publish)")),
+    ]
 
     name = models.CharField(_("name"), max_length=100, unique=True)
     access = models.CharField(_("access"), max_length=10, choices=ACCESS_CHOICES, default=READ_ONLY)
     all_channels = models.BooleanField(
-        _("all channels"), default=False, help_text=_("Valid on every channel; otherwise only on the chosen ones.")
+        _("all channels"),
+        default=False,
+        help_text=_("Valid on every channel; otherwise only on the chosen ones."),
     )
     channels = models.ManyToManyField(
         Channel,
@@ -109,7 +113,9 @@ class AccessKey(models.Model):
         verbose_name=_("channels"),
         help_text=_("A channel that covers sub-channels grants them too."),
     )
-    is_active = models.BooleanField(_("active"), default=True, help_text=_("Revoked keys stop working at once."))
+    is_active = models.BooleanField(
+        _("active"), default=True, help_text=_("Revoked keys stop working at once.")
+    )
     expires_at = models.DateTimeField(_("expires"), null=True, blank=True)
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     last_used_at = models.DateTimeField(_("last used"), null=True, blank=True, editable=False)
@@ -132,6 +138,16 @@ class AccessKey(models.Model):
         self.secret_hash = keys.hash_secret(secret)
         self.secret_prefix = keys.display_prefix(secret)
         return secret
+
+    def scope_summary(self, names_shown: int = 3) -> str:
+        """``all channels``, or the first channel names and how many more: for lists."""
+        if self.all_channels:
+            return str(_("all channels"))
+        names = [channel.name for channel in self.channels.all()]
+        if not names:
+            return str(_("no channels"))
+        hidden = len(names) - names_shown
+        return ", ".join(names[:names_shown]) + (f" +{hidden}" if hidden > 0 else "")
 
     @property
     def is_expired(self) -> bool:

@@ -26,17 +26,20 @@ def origin_allowed(origin: str | None) -> bool:
     """True if a connection with this Origin header value may proceed."""
     if origin is None:
         return True
-    parts = urlsplit(origin)
+    try:
+        parts = urlsplit(origin)
+    except ValueError:  # unbalanced brackets, or a bracketed host that is no IP address
+        return False
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return False
+    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
     configured = settings.ALLOWED_ORIGINS
     if configured is None:
-        host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
         return validate_host(host, _allowed_hosts())
     for allowed in configured:
         if allowed == "*" or allowed.rstrip("/") == origin:
             return True
-        if "://" not in allowed and validate_host(parts.hostname, [allowed]):
+        if "://" not in allowed and validate_host(host, [allowed]):
             return True
     return False
 

@@ -18,9 +18,10 @@ from .registry import ChannelInfo
 
 class Policy:
     def can_subscribe(self, principal: Principal | None, channel: ChannelInfo) -> bool:
-        if principal is None:
-            return channel.anonymous_read
-        return principal.covers(channel.id)
+        # Logging in never takes away what an anonymous client may read.
+        if channel.anonymous_read:
+            return True
+        return principal is not None and principal.covers(channel.id)
 
     def can_publish(self, principal: Principal | None, channel: ChannelInfo) -> bool:
         return principal is not None and principal.can_write and principal.covers(channel.id)

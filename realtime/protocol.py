@@ -18,8 +18,9 @@ Server frames are replies (``{"ok": true}`` / ``{"err": "code"}``), publications
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from .errors import InvalidData, MessageTooLarge, RealtimeError
 
@@ -29,7 +30,7 @@ MAX_ID_LENGTH = 64
 MAX_EVENT_LENGTH = 128
 MAX_SECRET_LENGTH = 512
 
-RequestId = Union[str, int, None]
+RequestId = str | int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,11 +70,29 @@ class Disconnect:
     id: RequestId
 
 
-Command = Union[Auth, Subscribe, Unsubscribe, Publish, Logout, Disconnect]
+Command = Auth | Subscribe | Unsubscribe | Publish | Logout | Disconnect
 
 
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    # 1e400 parses to inf, which could not be encoded for subscribers as JSON.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
+def is_encodable(text: str) -> bool:
+    """False for strings holding lone surrogates (from JSON escapes such as "\\ud800"),
+    which cannot be sent as UTF-8 and so must never reach a reply or a subscriber."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _fail(error: RealtimeError, request_id: RequestId) -> RealtimeError:
@@ -87,9 +106,12 @@ def _request_id(frame: dict) -> RequestId:
     value = frame["id"]
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise InvalidData("id must be a string or an integer")
-    if isinstance(value, str) and len(value) > MAX_ID_LENGTH:
-        raise InvalidData(f"id must be at most {MAX_ID_LENGTH} characters")
-    if isinstance(value, int) and not -(2**53) <= value <= 2**53:
+    if isinstance(value, str):
+        if len(value) > MAX_ID_LENGTH:
+            raise InvalidData(f"id must be at most {MAX_ID_LENGTH} characters")
+        if not is_encodable(value):
+            raise InvalidData("id must be valid Unicode (no lone surrogates)")
+    if isinstance(value, int) and not -(2**53 - 1) <= value <= 2**53 - 1:
         raise InvalidData("id must be a safe integer")
     return value
 
@@ -177,10 +199,13 @@ def parse_frame(text: str, max_size: int) -> Command:
     """
     # A str of n characters encodes to between n and 4n UTF-8 bytes: only encode
     # when the cheap bounds cannot decide.
-    if len(text) > max_size or (len(text) * 4 > max_size and len(text.encode()) > max_size):
+    # surrogatepass: a str from Python (not from a socket) may hold lone surrogates.
+    if len(text) > max_size or (
+        len(text) * 4 > max_size and len(text.encode(errors="surrogatepass")) > max_size
+    ):
         raise _fail(MessageTooLarge(f"frames are limited to {max_size} bytes"), None)
     try:
-        frame = json.loads(text, parse_constant=_reject_constant)
+        frame = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, RecursionError):
         raise _fail(InvalidData("frame is not valid JSON"), None) from None
     if not isinstance(frame, dict):
@@ -202,8 +227,8 @@ def parse_frame(text: str, max_size: int) -> Command:
 
 
 def encode(frame: dict) -> str:
-    """Serialise a server frame: compact, UTF-8 kept as is."""
-    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+    """Serialise a server frame: compact, UTF-8 kept as is, never NaN or Infinity."""
+    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def ok_frame(request_id: RequestId = None, **extra: Any) -> str:

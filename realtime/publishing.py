@@ -41,8 +41,12 @@ async def send_publication(channel: str, event: str, data: Any) -> Publication:
         frame = protocol.message_frame(channel, event, data)
     except (TypeError, ValueError) as error:
         raise InvalidData(f"data is not JSON-serialisable: {error}") from None
+    try:
+        size = len(frame.encode())
+    except UnicodeEncodeError:
+        raise InvalidData("data holds text that is not valid Unicode (lone surrogates)") from None
     limit = settings.MAX_MESSAGE_SIZE
-    if len(frame) > limit or (len(frame) * 4 > limit and len(frame.encode()) > limit):
+    if size > limit:
         raise MessageTooLarge(f"publications are limited to {limit} bytes")
     await get_broker().publish(channel, frame)
     return Publication(channel, event, data)

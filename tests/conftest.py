@@ -152,3 +152,12 @@ def uid():
     import secrets
 
     return secrets.token_hex(4)
+
+
+@pytest.fixture(autouse=True)
+def fresh_caches():
+    """Signals clear the process caches on commit; rolled-back test transactions never commit."""
+    from realtime import auth, registry
+
+    auth.cache.clear()
+    registry.cache.clear()

@@ -19,7 +19,9 @@ def wait_for_close(client):
 
 def test_frame_over_the_size_limit_is_message_too_large(strict_server, connect):
     client = connect(strict_server)
-    client.send({"publish": {"channel": "x", "event": "e", "data": "a" * STRICT["MAX_MESSAGE_SIZE"]}, "id": 1})
+    client.send(
+        {"publish": {"channel": "x", "event": "e", "data": "a" * STRICT["MAX_MESSAGE_SIZE"]}, "id": 1}
+    )
     assert client.recv()["err"] == "message_too_large"
     assert client.logout()["ok"] is True
 
@@ -81,7 +83,9 @@ def test_frames_faster_than_the_rate_limit_are_refused_then_accepted_again(stric
     assert client.logout()["ok"] is True
 
 
-def test_other_clients_are_unaffected_by_a_misbehaving_one(strict_server, connect, make_key, make_channel, uid):
+def test_other_clients_are_unaffected_by_a_misbehaving_one(
+    strict_server, connect, make_key, make_channel, uid
+):
     news = make_channel(f"news-{uid}")
     good, bad = connect(strict_server), connect(strict_server)
     good.auth(make_key())

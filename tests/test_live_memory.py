@@ -8,7 +8,9 @@ from tests.test_live_publish import http_publish
 pytestmark = [pytest.mark.live]
 
 
-def test_single_process_without_redis_delivers_publications(memory_server, connect, make_key, make_channel, uid):
+def test_single_process_without_redis_delivers_publications(
+    memory_server, connect, make_key, make_channel, uid
+):
     news = make_channel(f"news-{uid}")
     reader, writer = connect(memory_server), connect(memory_server)
     reader.auth(make_key(access="read-only"))

@@ -249,3 +249,28 @@ def test_errors_for_frames_with_a_readable_id_carry_it(server, connect):
     client = connect(server)
     client.send({"explode": True, "id": "x1"})
     assert client.recv() == {"err": "invalid_data", "detail": "unknown command 'explode'", "id": "x1"}
+
+
+def test_lone_surrogates_are_refused_and_subscribers_keep_their_connection(server, connect, make_key, news):
+    reader, writer = connect(server), connect(server)
+    reader.auth(make_key())
+    reader.subscribe(news.name)
+    writer.auth(make_key())
+    lone = '{"publish": {"channel": "CHANNEL", "event": "e", "data": "\\ud800"}, "id": 1}'
+    writer.send_raw(lone.replace("CHANNEL", news.name))
+    assert writer.recv()["err"] == "invalid_data"
+    writer.send_raw('{"logout": true, "id": "\\udfff"}')
+    assert writer.recv()["err"] == "invalid_data"
+    writer.publish(news.name, "e", "fine")
+    assert reader.next_message()["message"]["data"] == "fine"
+
+
+def test_logging_in_keeps_access_to_channels_open_to_anonymous_readers(
+    server, connect, make_key, make_channel, uid
+):
+    public = make_channel(f"public-{uid}", anonymous_read=True)
+    scoped_elsewhere = make_channel(f"private-{uid}")
+    client = connect(server)
+    client.auth(make_key(channels=[scoped_elsewhere]))
+    assert client.subscribe(public.name)["ok"] is True
+    assert client.publish(public.name, "e", 1)["err"] == "access_denied"

@@ -117,7 +117,9 @@ def test_http_endpoint_refuses_read_only_and_out_of_scope_keys(server, make_key,
         server, {"channel": news.name, "event": "e", "data": 1}, make_key(access="read-only")
     )
     assert (status, body["err"]) == (403, "access_denied")
-    status, body, _ = http_publish(server, {"channel": news.name, "event": "e", "data": 1}, make_key(channels=[other]))
+    status, body, _ = http_publish(
+        server, {"channel": news.name, "event": "e", "data": 1}, make_key(channels=[other])
+    )
     assert (status, body["err"]) == (403, "access_denied")
 
 

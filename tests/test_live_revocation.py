@@ -120,3 +120,15 @@ def test_key_that_expires_while_connected_is_logged_out(server, connect, make_ke
     client = connect(server)
     client.auth(make_key(expires_at=timezone.now() + timedelta(seconds=1)))
     assert client.next_message(timeout=WITHIN) == {"logout": {"reason": "key_revoked"}}
+
+
+def test_regenerated_secret_ends_sessions_opened_with_the_old_one(server, connect, make_key):
+    old_secret = make_key(name="rotated")
+    client = connect(server)
+    client.auth(old_secret)
+    key = key_named("rotated")
+    new_secret = key.set_new_secret()
+    key.save()
+    assert client.next_message(timeout=WITHIN) == {"logout": {"reason": "key_revoked"}}
+    assert client.auth(old_secret)["err"] == "invalid_credentials"
+    assert client.auth(new_secret)["ok"] is True

@@ -5,7 +5,9 @@ import pytest
 pytestmark = [pytest.mark.live, pytest.mark.usefixtures("redis_layer")]
 
 
-def test_uvicorn_and_daphne_processes_share_publications(uvicorn_server, server, connect, make_key, make_channel, uid):
+def test_uvicorn_and_daphne_processes_share_publications(
+    uvicorn_server, server, connect, make_key, make_channel, uid
+):
     news = make_channel(f"news-{uid}")
     on_uvicorn, on_daphne = connect(uvicorn_server), connect(server)
     on_uvicorn.auth(make_key())

@@ -1,0 +1,113 @@
+"""Create, list, activate and deactivate channels from the shell.
+
+Changes go through ``Model.save()`` so the model signals tell live servers at once:
+deactivating a channel drops its subscribers on every process.
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+from django.utils.text import Truncator
+
+from realtime.errors import InvalidChannelName
+from realtime.management.tables import format_table
+from realtime.models import Channel
+from realtime.names import validate_channel_name
+
+
+class Command(BaseCommand):
+    help = "Manage realtime channels: create, list, activate, deactivate."
+
+    def add_arguments(self, parser) -> None:
+        sub = parser.add_subparsers(
+            dest="subcommand", required=True, metavar="{create,list,activate,deactivate}"
+        )
+
+        create = sub.add_parser("create", help="Create a channel.")
+        create.add_argument("name", help="For example news or rooms/lobby.")
+        create.add_argument(
+            "--subchannels",
+            action="store_true",
+            help="Also cover every channel below it (rooms covers rooms/42).",
+        )
+        create.add_argument(
+            "--anonymous-read", action="store_true", help="Anyone may subscribe without a key."
+        )
+        create.add_argument("--description", default="", metavar="TEXT")
+
+        sub.add_parser("list", help="List channels.")
+        activate = sub.add_parser("activate", help="Accept subscriptions and publications again.")
+        activate.add_argument("name")
+        deactivate = sub.add_parser(
+            "deactivate", help="Refuse subscriptions and publications; drop subscribers."
+        )
+        deactivate.add_argument("name")
+
+    def handle(self, *args, subcommand: str, **options) -> None:
+        handlers = {
+            "create": self.create,
+            "list": self.list,
+            "activate": self.activate,
+            "deactivate": self.deactivate,
+        }
+        handlers[subcommand](**options)
+
+    def create(self, *, name, subchannels, anonymous_read, description, **options) -> None:
+        try:
+            validate_channel_name(name)
+        except InvalidChannelName as error:
+            raise CommandError(f"invalid channel name {name!r}: {error.detail}") from None
+        if Channel.objects.filter(name=name).exists():
+            raise CommandError(f"a channel named {name!r} already exists")
+        channel = Channel(
+            name=name, include_subchannels=subchannels, anonymous_read=anonymous_read, description=description
+        )
+        try:
+            channel.full_clean()
+        except ValidationError as error:
+            raise CommandError("; ".join(error.messages)) from None
+        channel.save()
+        traits = [
+            "covers sub-channels" if subchannels else None,
+            "anonymous read" if anonymous_read else None,
+        ]
+        details = ", ".join(trait for trait in traits if trait)
+        self.stdout.write(f"Created channel {name!r}" + (f" ({details})." if details else "."))
+
+    def list(self, **options) -> None:
+        found = list(Channel.objects.all())
+        if not found:
+            self.stdout.write("No channels.")
+            return
+        headers = ["NAME", "ACTIVE", "SUB-CHANNELS", "ANONYMOUS READ", "DESCRIPTION"]
+        rows = [
+            [
+                channel.name,
+                "yes" if channel.is_active else "no",
+                "yes" if channel.include_subchannels else "no",
+                "yes" if channel.anonymous_read else "no",
+                Truncator(" ".join(channel.description.split())).chars(50),
+            ]
+            for channel in found
+        ]
+        self.stdout.write(format_table(headers, rows))
+
+    def activate(self, *, name, **options) -> None:
+        self._set_active(name, True)
+
+    def deactivate(self, *, name, **options) -> None:
+        self._set_active(name, False)
+
+    def _set_active(self, name: str, active: bool) -> None:
+        try:
+            channel = Channel.objects.get(name=name)
+        except Channel.DoesNotExist:
+            raise CommandError(f"no channel named {name!r} (see: manage.py realtime_channel list)") from None
+        state = "active" if active else "inactive"
+        if channel.is_active == active:
+            self.stdout.write(f"Channel {name!r} was already {state}.")
+            return
+        channel.is_active = active
+        channel.save(update_fields=["is_active", "updated_at"])
+        self.stdout.write(f"Channel {name!r} is now {state}.")

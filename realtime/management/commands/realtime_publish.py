@@ -1,0 +1,44 @@
+"""Publish one message from the shell: ``manage.py realtime_publish CHANNEL EVENT JSON``.
+
+The command runs in a process of its own, so it reaches subscribers only through a
+multi-process channel layer (Redis). With the in-memory layer the publication stays
+inside this process and reaches no server; the command says so rather than pretend.
+"""
+
+from __future__ import annotations
+
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+
+from realtime.broker import get_broker
+from realtime.errors import RealtimeError
+from realtime.publishing import publish
+
+
+class Command(BaseCommand):
+    help = "Publish an event with JSON data on a channel, to every subscriber on every server process."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("channel", help="For example news or rooms/lobby.")
+        parser.add_argument("event", help="The event name subscribers receive.")
+        parser.add_argument(
+            "data", metavar="JSON", help='The data, as JSON: \'{"text": "hello"}\', 42, null.'
+        )
+
+    def handle(self, *args, channel: str, event: str, data: str, **options) -> None:
+        try:
+            value = json.loads(data)
+        except ValueError as error:
+            raise CommandError(f"the data is not valid JSON: {error}") from None
+        if not get_broker().multi_process:
+            self.stderr.write(
+                "Warning: the channel layer is in-memory, so this publication stays in this command's "
+                "process and reaches no server process. Set REDIS_URL (CHANNEL_LAYERS) to publish "
+                "from commands, or use the HTTP API."
+            )
+        try:
+            publish(channel, event, value)
+        except RealtimeError as error:
+            raise CommandError(f"{error.code.value}: {error.detail or error.code.value}") from None
+        self.stdout.write("published")

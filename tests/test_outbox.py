@@ -1,0 +1,419 @@
+import asyncio
+
+import pytest
+
+from realtime.outbox import Outbox
+
+
+class Transport:
+    """A fake ASGI ``send``: records text frames, and can be told to stall or fail."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.calls = 0
+        self.stall_on: set[str] = set()
+        self.fail_on: set[str] = set()
+        self.gate = asyncio.Event()
+        self.cancelled: list[str] = []
+
+    async def send(self, message: dict) -> None:
+        self.calls += 1
+        text = message.get("text", message["type"])
+        if text in self.fail_on:
+            raise OSError("connection reset")
+        if text in self.stall_on:
+            try:
+                await self.gate.wait()
+            except asyncio.CancelledError:
+                self.cancelled.append(text)
+                raise
+            if text in self.fail_on:
+                raise OSError("connection reset")
+        self.sent.append(text)
+
+
+class Overflows:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self) -> None:
+        self.count += 1
+
+
+def make_outbox(transport, limit=10):
+    overflow = Overflows()
+    return Outbox(transport.send, limit=limit, on_overflow=overflow), overflow
+
+
+def other_tasks() -> set[asyncio.Task]:
+    return asyncio.all_tasks() - {asyncio.current_task()}
+
+
+@pytest.mark.asyncio
+async def test_sends_that_complete_at_once_are_delivered_in_order_without_a_task():
+    transport = Transport()
+    outbox, overflow = make_outbox(transport)
+    before = other_tasks()
+
+    for text in ["1", "2", "3"]:
+        outbox.push(text)
+        # Delivered during push itself, before anything is awaited.
+        assert transport.sent[-1] == text
+
+    assert transport.sent == ["1", "2", "3"]
+    assert other_tasks() == before
+    assert not outbox.closed
+    assert overflow.count == 0
+
+
+@pytest.mark.asyncio
+async def test_push_wraps_text_in_a_websocket_send_message():
+    messages = []
+
+    async def send(message):
+        messages.append(message)
+
+    outbox = Outbox(send, limit=10, on_overflow=lambda: None)
+    outbox.push('{"ok":true}')
+    outbox.push_message({"type": "websocket.close", "code": 4004})
+
+    assert messages == [
+        {"type": "websocket.send", "text": '{"ok":true}'},
+        {"type": "websocket.close", "code": 4004},
+    ]
+
+
+@pytest.mark.asyncio
+async def test_a_suspended_send_queues_later_frames_in_order_until_it_completes():
+    transport = Transport()
+    transport.stall_on = {"1"}
+    outbox, overflow = make_outbox(transport)
+
+    for text in ["1", "2", "3", "4"]:
+        outbox.push(text)
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+
+    assert transport.sent == []
+    assert transport.calls == 1  # later frames wait their turn instead of overtaking
+
+    transport.gate.set()
+    await outbox.flush()
+
+    assert transport.sent == ["1", "2", "3", "4"]
+    assert overflow.count == 0
+    assert not outbox.closed
+
+
+@pytest.mark.asyncio
+async def test_a_suspended_send_is_finished_by_one_writer_task():
+    transport = Transport()
+    transport.stall_on = {"1"}
+    outbox, _ = make_outbox(transport)
+    before = other_tasks()
+
+    outbox.push("1")
+    outbox.push("2")
+
+    assert len(other_tasks() - before) == 1
+    transport.gate.set()
+    await outbox.flush()
+    await asyncio.sleep(0)
+    assert other_tasks() == before
+
+
+@pytest.mark.asyncio
+async def test_frames_pushed_while_the_backlog_drains_keep_their_order():
+    transport = Transport()
+    transport.stall_on = {"1", "3"}
+    outbox, _ = make_outbox(transport)
+
+    outbox.push("1")
+    outbox.push("2")
+    outbox.push("3")
+    transport.gate.set()
+    await asyncio.sleep(0)
+    outbox.push("4")
+    outbox.push("5")
+    await outbox.flush()
+
+    assert transport.sent == ["1", "2", "3", "4", "5"]
+
+
+@pytest.mark.asyncio
+async def test_after_the_backlog_drains_sends_complete_at_once_again():
+    transport = Transport()
+    transport.stall_on = {"1"}
+    outbox, _ = make_outbox(transport)
+    outbox.push("1")
+    transport.gate.set()
+    await outbox.flush()
+    before = other_tasks()
+
+    outbox.push("2")
+
+    assert transport.sent == ["1", "2"]
+    assert other_tasks() == before
+
+
+@pytest.mark.asyncio
+async def test_a_send_suspended_on_a_bare_yield_is_finished():
+    sent = []
+
+    async def send(message):
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        sent.append(message["text"])
+
+    outbox = Outbox(send, limit=10, on_overflow=lambda: None)
+    outbox.push("1")
+    outbox.push("2")
+    await outbox.flush()
+
+    assert sent == ["1", "2"]
+
+
+@pytest.mark.asyncio
+async def test_a_send_suspended_on_a_timer_is_finished():
+    sent = []
+
+    async def send(message):
+        await asyncio.sleep(0.01)
+        sent.append(message["text"])
+
+    outbox = Outbox(send, limit=10, on_overflow=lambda: None)
+    outbox.push("1")
+    outbox.push("2")
+    await outbox.flush()
+
+    assert sent == ["1", "2"]
+    assert not outbox.closed
+
+
+@pytest.mark.asyncio
+async def test_a_suspended_send_reads_a_failed_future_itself():
+    sent = []
+    future = asyncio.get_running_loop().create_future()
+
+    async def send(message):
+        if message["text"] == "1":
+            try:
+                await future
+            except OSError:
+                sent.append("1 retried")
+                return
+        sent.append(message["text"])
+
+    outbox = Outbox(send, limit=10, on_overflow=lambda: None)
+    outbox.push("1")
+    outbox.push("2")
+    future.set_exception(OSError("buffer full"))
+    await outbox.flush()
+
+    assert sent == ["1 retried", "2"]
+    assert not outbox.closed
+
+
+@pytest.mark.asyncio
+async def test_overflow_past_the_limit_calls_on_overflow_once_and_drops_further_frames():
+    transport = Transport()
+    transport.stall_on = {"1"}
+    outbox, overflow = make_outbox(transport, limit=3)
+
+    for text in ["1", "2", "3", "4"]:
+        outbox.push(text)
+    assert overflow.count == 0  # "1" is in flight; three frames wait, which is the limit
+
+    outbox.push("5")
+    assert outbox.closed
+    assert overflow.count == 0  # called soon, never from inside push
+    await asyncio.sleep(0)
+    assert overflow.count == 1
+
+    outbox.push("6")
+    outbox.push("7")
+    await asyncio.sleep(0)
+    assert overflow.count == 1
+
+    transport.gate.set()
+    await outbox.flush()
+    assert transport.sent == ["1"]
+    assert transport.calls == 1
+
+
+@pytest.mark.asyncio
+async def test_a_send_that_raises_at_once_closes_the_outbox_without_raising():
+    transport = Transport()
+    transport.fail_on = {"2"}
+    outbox, overflow = make_outbox(transport)
+
+    outbox.push("1")
+    outbox.push("2")
+    outbox.push("3")
+
+    assert outbox.closed
+    assert transport.sent == ["1"]
+    assert transport.calls == 2  # nothing is sent on a closed outbox
+    assert overflow.count == 0
+
+
+@pytest.mark.asyncio
+async def test_a_send_that_raises_after_suspending_closes_the_outbox_and_drops_the_backlog():
+    transport = Transport()
+    transport.stall_on = {"1"}
+    transport.fail_on = set()
+    outbox, _ = make_outbox(transport)
+    outbox.push("1")
+    outbox.push("2")
+    transport.fail_on = {"1"}
+
+    transport.gate.set()
+    await outbox.flush()
+
+    assert outbox.closed
+    assert transport.sent == []
+    outbox.push("3")
+    assert transport.sent == []
+
+
+@pytest.mark.asyncio
+async def test_a_queued_send_that_raises_closes_the_outbox():
+    transport = Transport()
+    transport.stall_on = {"1"}
+    outbox, _ = make_outbox(transport)
+    outbox.push("1")
+    outbox.push("2")
+    outbox.push("3")
+    transport.fail_on = {"2"}
+
+    transport.gate.set()
+    await outbox.flush()
+
+    assert outbox.closed
+    assert transport.sent == ["1"]
+
+
+@pytest.mark.asyncio
+async def test_flush_returns_at_once_when_nothing_is_queued():
+    transport = Transport()
+    outbox, _ = make_outbox(transport)
+    await outbox.flush()
+    outbox.push("1")
+    await outbox.flush()
+    assert transport.sent == ["1"]
+
+
+@pytest.mark.asyncio
+async def test_flush_waits_for_the_backlog():
+    transport = Transport()
+    transport.stall_on = {"1"}
+    outbox, _ = make_outbox(transport)
+    outbox.push("1")
+    outbox.push("2")
+
+    flushing = asyncio.ensure_future(outbox.flush())
+    await asyncio.sleep(0.01)
+    assert not flushing.done()
+
+    transport.gate.set()
+    await asyncio.wait_for(flushing, timeout=1)
+    assert transport.sent == ["1", "2"]
+
+
+@pytest.mark.asyncio
+async def test_cancelling_a_flush_does_not_cancel_the_writer():
+    transport = Transport()
+    transport.stall_on = {"1"}
+    outbox, _ = make_outbox(transport)
+    outbox.push("1")
+    outbox.push("2")
+
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(outbox.flush(), timeout=0.01)
+
+    transport.gate.set()
+    await outbox.flush()
+    assert transport.sent == ["1", "2"]
+
+
+@pytest.mark.asyncio
+async def test_cancel_stops_the_writer_and_drops_everything_queued():
+    transport = Transport()
+    transport.stall_on = {"1"}
+    outbox, overflow = make_outbox(transport)
+    before = other_tasks()
+    outbox.push("1")
+    outbox.push("2")
+    (writer,) = other_tasks() - before
+    await asyncio.sleep(0)
+
+    outbox.cancel()
+    await asyncio.wait([writer])
+
+    assert writer.cancelled()
+    assert transport.cancelled == ["1"]  # the suspended send was told, not abandoned
+    assert outbox.closed
+    outbox.push("3")
+    transport.gate.set()
+    await asyncio.sleep(0)
+    assert transport.sent == []
+    assert transport.calls == 1
+    assert overflow.count == 0
+
+
+@pytest.mark.asyncio
+async def test_flush_after_cancel_returns_without_raising():
+    transport = Transport()
+    transport.stall_on = {"1"}
+    outbox, _ = make_outbox(transport)
+    outbox.push("1")
+    await asyncio.sleep(0)
+
+    outbox.cancel()
+    await asyncio.wait_for(outbox.flush(), timeout=1)
+    assert outbox.closed
+
+
+@pytest.mark.asyncio
+async def test_flush_after_cancel_before_the_writer_ever_ran_returns():
+    transport = Transport()
+    transport.stall_on = {"1"}
+    outbox, _ = make_outbox(transport)
+    outbox.push("1")
+
+    outbox.cancel()
+    await asyncio.wait_for(outbox.flush(), timeout=1)
+    assert outbox.closed
+
+
+@pytest.mark.asyncio
+async def test_cancel_without_a_writer_just_closes():
+    transport = Transport()
+    outbox, _ = make_outbox(transport)
+    outbox.push("1")
+
+    outbox.cancel()
+    outbox.push("2")
+
+    assert outbox.closed
+    assert transport.sent == ["1"]
+
+
+@pytest.mark.asyncio
+async def test_cancel_after_the_send_was_released_but_before_it_resumed_still_stops_it():
+    transport = Transport()
+    transport.stall_on = {"1"}
+    outbox, _ = make_outbox(transport)
+    before = other_tasks()
+    outbox.push("1")
+    outbox.push("2")
+    (writer,) = other_tasks() - before
+    await asyncio.sleep(0)
+
+    transport.gate.set()  # the writer is woken, but has not run yet
+    outbox.cancel()
+    await asyncio.wait([writer])
+
+    assert writer.cancelled()
+    assert transport.sent == []
+    assert transport.calls == 1
