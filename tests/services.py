@@ -136,7 +136,14 @@ class AsgiServer:
                 "--host", "127.0.0.1", "--port", str(self.port),
                 "--ws", "websockets-sansio", "--lifespan", "off", "--log-level", "warning",
             ]  # fmt: skip
-        return [str(VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(self.port), "demo_site.asgi:application"]
+        return [
+            str(VENV_BIN / "daphne"),
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "demo_site.asgi:application",
+        ]
 
     def start(self) -> AsgiServer:
         env = {

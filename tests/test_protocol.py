@@ -122,7 +122,9 @@ def test_id_may_come_before_the_command():
     assert parse('{"id": 5, "subscribe": {"channel": "news"}}') == Subscribe(5, "news")
 
 
-@pytest.mark.parametrize("request_id", [0, -1, 2**53 - 1, -(2**53 - 1), "", "a", "x" * MAX_ID_LENGTH, "ünïcode ✓"])
+@pytest.mark.parametrize(
+    "request_id", [0, -1, 2**53 - 1, -(2**53 - 1), "", "a", "x" * MAX_ID_LENGTH, "ünïcode ✓"]
+)
 def test_id_accepts_strings_and_safe_integers(request_id):
     assert parse({"logout": True, "id": request_id}).id == request_id
 
