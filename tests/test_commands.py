@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from realtime import keys
 from realtime.auth import authenticate_secret
-from realtime.broker import LayerBroker, LocalBroker
+from realtime.broker import LayerBroker
 from realtime.errors import InvalidCredentials, Unavailable
 from realtime.models import AccessKey, Channel
 
@@ -291,7 +291,14 @@ def test_channel_activation_of_an_unknown_channel_fails(subcommand):
 
 
 @pytest.fixture
-def published(monkeypatch):
+def multi_process(monkeypatch):
+    monkeypatch.setattr(
+        "realtime.management.commands.realtime_publish.get_broker", lambda: LayerBroker(layer=None)
+    )
+
+
+@pytest.fixture
+def published(monkeypatch, multi_process):
     calls = []
     monkeypatch.setattr(
         "realtime.management.commands.realtime_publish.publish", lambda *args: calls.append(args)
@@ -300,11 +307,13 @@ def published(monkeypatch):
 
 
 @pytest.mark.django_db
-def test_publish_with_the_in_memory_layer_publishes_and_warns():
+def test_publish_with_the_in_memory_layer_refuses_and_says_why(monkeypatch):
+    calls = []
+    monkeypatch.setattr("realtime.management.commands.realtime_publish.publish", lambda *a: calls.append(a))
     Channel.objects.create(name="news")
-    out, err = run("realtime_publish news headline", '{"text": "hello"}')
-    assert out.strip() == "published"
-    assert "in-memory" in err and "REDIS_URL" in err
+    with pytest.raises(CommandError, match="in-memory.*REDIS_URL"):
+        run("realtime_publish news headline", '{"text": "hello"}')
+    assert calls == []
 
 
 @pytest.mark.django_db
@@ -313,10 +322,7 @@ def test_publish_passes_the_parsed_json(published):
     assert published == [("rooms/42", "typing", {"user": "ann", "n": [1, 2]})]
 
 
-def test_publish_through_a_multi_process_layer_does_not_warn(monkeypatch, published):
-    monkeypatch.setattr(
-        "realtime.management.commands.realtime_publish.get_broker", lambda: LayerBroker(layer=None)
-    )
+def test_publish_through_a_multi_process_layer_does_not_warn(published):
     out, err = run("realtime_publish news e null")
     assert out.strip() == "published"
     assert err == ""
@@ -330,19 +336,19 @@ def test_publish_refuses_bad_json(published):
 
 
 @pytest.mark.django_db
-def test_publish_to_an_unknown_channel_fails_with_its_error_code():
+def test_publish_to_an_unknown_channel_fails_with_its_error_code(multi_process):
     with pytest.raises(CommandError, match="^invalid_channel: no active channel covers 'nowhere'"):
         run("realtime_publish nowhere e 1")
 
 
 @pytest.mark.django_db
-def test_publish_to_an_invalid_channel_name_fails_with_its_error_code():
+def test_publish_to_an_invalid_channel_name_fails_with_its_error_code(multi_process):
     with pytest.raises(CommandError, match="^invalid_channel_name: "):
         run("realtime_publish", "bad name", "e", "1")
 
 
 @pytest.mark.django_db
-def test_publish_to_an_inactive_channel_fails():
+def test_publish_to_an_inactive_channel_fails(multi_process):
     Channel.objects.create(name="news", is_active=False)
     with pytest.raises(CommandError, match="^invalid_channel"):
         run("realtime_publish news e 1")
@@ -353,7 +359,9 @@ def test_publish_reports_an_unavailable_broker(monkeypatch):
         raise Unavailable("the broker is unreachable: connection refused")
 
     monkeypatch.setattr("realtime.management.commands.realtime_publish.publish", unavailable)
-    monkeypatch.setattr("realtime.management.commands.realtime_publish.get_broker", LocalBroker)
+    monkeypatch.setattr(
+        "realtime.management.commands.realtime_publish.get_broker", lambda: LayerBroker(layer=None)
+    )
     with pytest.raises(CommandError, match="^unavailable: the broker is unreachable"):
         run("realtime_publish news e", json.dumps({"a": 1}))
 

@@ -1,8 +1,9 @@
 """Publish one message from the shell: ``manage.py realtime_publish CHANNEL EVENT JSON``.
 
 The command runs in a process of its own, so it reaches subscribers only through a
-multi-process channel layer (Redis). With the in-memory layer the publication stays
-inside this process and reaches no server; the command says so rather than pretend.
+multi-process channel layer (Redis). With the in-memory layer the publication would
+stay inside this process and reach no server, so the command refuses rather than
+report a success that delivered nothing.
 """
 
 from __future__ import annotations
@@ -32,10 +33,10 @@ class Command(BaseCommand):
         except ValueError as error:
             raise CommandError(f"the data is not valid JSON: {error}") from None
         if not get_broker().multi_process:
-            self.stderr.write(
-                "Warning: the channel layer is in-memory, so this publication stays in this command's "
-                "process and reaches no server process. Set REDIS_URL (CHANNEL_LAYERS) to publish "
-                "from commands, or use the HTTP API."
+            raise CommandError(
+                "the channel layer is in-memory, so a publication from this command would reach no "
+                "server process. Set REDIS_URL (CHANNEL_LAYERS) to publish from commands, or use the "
+                "HTTP API (POST /realtime/api/publish)."
             )
         try:
             publish(channel, event, value)
