@@ -25,30 +25,50 @@ CACHE_MAX_ENTRIES = 10_000
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who a connection is: the key it authenticated with, and what that key grants."""
+    """Who a connection is, and what it may reach.
 
-    key_id: int
+    Either an access key (``key_id`` set; scope by channel ids, re-checked against the
+    database) or a signed browser token (``realtime.tokens``; scope by channel names,
+    bound to a user, or to nobody for anonymous visitors).
+    """
+
+    key_id: int | None
     name: str
     access: str
     all_channels: bool
-    channel_ids: frozenset[int]
+    channel_ids: frozenset[int] = frozenset()
     expires_at: datetime | None = None
     # Which secret: regenerating it ends sessions opened with the old one.
     secret_hash: str = ""
+    channel_names: frozenset[str] = frozenset()
+    user_id: int | None = None
+    user_name: str = ""
+
+    @property
+    def is_token(self) -> bool:
+        return self.key_id is None
 
     @property
     def can_write(self) -> bool:
         return self.access == "read-write"
 
-    def covers(self, channel_id: int) -> bool:
-        return self.all_channels or channel_id in self.channel_ids
+    @property
+    def user(self) -> dict | None:
+        """What subscribers are told about who published, for a logged-in token user."""
+        if self.user_id is None:
+            return None
+        return {"id": self.user_id, "name": self.user_name}
+
+    def covers(self, channel) -> bool:
+        """Whether the channel (a ``registry.ChannelInfo``) is within this principal's scope."""
+        return self.all_channels or channel.id in self.channel_ids or channel.name in self.channel_names
 
     def limited_to(self, access: str | None) -> Principal:
-        """This principal with at most ``access``; asking for more than the key has fails."""
+        """This principal with at most ``access``; asking for more than it has fails."""
         if access is None or access == self.access:
             return self
         if access == "read-write":
-            raise InvalidCredentials("this key is read-only")
+            raise InvalidCredentials("these credentials are read-only")
         return replace(self, access="read-only")
 
 

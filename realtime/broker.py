@@ -117,13 +117,17 @@ class LayerBroker:
             raise
 
     def notify_changed(self) -> None:
-        message = {"type": CONTROL}
         loop = _running_loop()
+        if loop is not None:
+            task = loop.create_task(self._announce())
+            _pending_announcements.add(task)
+            task.add_done_callback(_pending_announcements.discard)
+        else:
+            async_to_sync(self._announce)()
+
+    async def _announce(self) -> None:
         try:
-            if loop is not None:
-                loop.create_task(self.layer.group_send(CONTROL_GROUP, message))
-            else:
-                async_to_sync(self.layer.group_send)(CONTROL_GROUP, message)
+            await self.layer.group_send(CONTROL_GROUP, {"type": CONTROL})
         except Exception:
             logger.warning(
                 "realtime: could not announce a change over the channel layer; "
@@ -132,6 +136,7 @@ class LayerBroker:
             )
 
 
+_pending_announcements: set = set()
 _lock = threading.Lock()
 _brokers: dict[int, object] = {}
 

@@ -55,7 +55,7 @@ def check_settings(app_configs=None, **kwargs):
             Error(
                 "REALTIME['ALLOWED_ORIGINS'] must be None or a list of strings.",
                 hint='For example ["https://example.com", ".example.org"].',
-                id="realtime.E003",
+                id="realtime.E005",
             )
         )
     policy = user.get("POLICY", DEFAULTS["POLICY"])

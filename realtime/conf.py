@@ -36,6 +36,13 @@ DEFAULTS: dict[str, Any] = {
     "ALLOWED_ORIGINS": None,
     # Dotted path to the permission policy class.
     "POLICY": "realtime.permissions.Policy",
+    # Where the WebSocket consumer is mounted (realtime.routing uses /realtime/ws); the
+    # template tag builds the URL it gives browsers from it.
+    "WS_PATH": "/realtime/ws",
+    # Seconds a signed browser token can be presented after it is issued.
+    "TOKEN_TTL": 300,
+    # Dotted path to grant(request) -> realtime.tokens.Grant | None: who gets which token.
+    "TOKEN_GRANT": "realtime.tokens.default_grant",
     # The channel layer alias used to carry publications between processes.
     "CHANNEL_LAYER": "default",
 }

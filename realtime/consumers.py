@@ -19,7 +19,7 @@ import logging
 from channels.consumer import AsyncConsumer
 from channels.exceptions import StopConsumer
 
-from . import auth, protocol, registry
+from . import auth, protocol, registry, tokens
 from .conf import settings
 from .errors import (
     AccessDenied,
@@ -31,6 +31,7 @@ from .errors import (
     RateLimited,
     RealtimeError,
     TooManySubscriptions,
+    Unavailable,
 )
 from .hub import get_hub
 from .names import validate_channel_name
@@ -74,7 +75,13 @@ class RealtimeConsumer(AsyncConsumer):
         if not origin_allowed(origin_from_scope(self.scope)):
             await self.close(CloseCode.ORIGIN_NOT_ALLOWED)
             return
-        self.hub = await get_hub()
+        try:
+            self.hub = await get_hub()
+        except Unavailable:
+            # The broker is down. (1013 "try again later" would fit, but daphne can
+            # only send 1000 and 3000-4999.)
+            await self.close(CloseCode.UNAVAILABLE)
+            return
         self.hub.add(self)
 
     async def websocket_receive(self, message: dict) -> None:
@@ -127,7 +134,10 @@ class RealtimeConsumer(AsyncConsumer):
     async def do_auth(self, command: protocol.Auth) -> None:
         if self.principal is not None:
             raise AlreadyAuthenticated("log out first")
-        principal = await auth.authenticate(command.secret, command.access)
+        if command.token is not None:
+            principal = tokens.verify_token(command.token).limited_to(command.access)
+        else:
+            principal = await auth.authenticate(command.secret, command.access)
         if self.closing:
             return
         self.principal = principal
@@ -166,11 +176,14 @@ class RealtimeConsumer(AsyncConsumer):
             raise InvalidChannel(f"no active channel covers {name!r}")
         if not get_policy().can_publish(self.principal, info):
             raise AccessDenied("channel is outside this key's scope")
-        await send_publication(name, command.event, command.data)
+        await send_publication(name, command.event, command.data, self.principal.user)
         self.push(protocol.ok_frame(command.id))
 
     async def do_logout(self, command: protocol.Logout) -> None:
         self._logout()
+        self.push(protocol.ok_frame(command.id))
+
+    async def do_ping(self, command: protocol.Ping) -> None:
         self.push(protocol.ok_frame(command.id))
 
     async def do_disconnect(self, command: protocol.Disconnect) -> None:
@@ -239,4 +252,5 @@ COMMANDS = {
     protocol.Publish: RealtimeConsumer.do_publish,
     protocol.Logout: RealtimeConsumer.do_logout,
     protocol.Disconnect: RealtimeConsumer.do_disconnect,
+    protocol.Ping: RealtimeConsumer.do_ping,
 }

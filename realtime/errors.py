@@ -32,6 +32,7 @@ class CloseCode(enum.IntEnum):
     TOO_MANY_AUTH_FAILURES = 4002
     ORIGIN_NOT_ALLOWED = 4003
     TOO_SLOW = 4004
+    UNAVAILABLE = 4005
 
 
 class RealtimeError(Exception):

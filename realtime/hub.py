@@ -45,7 +45,11 @@ _hubs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def live_hubs() -> list[Hub]:
-    return [hub for loop, hub in list(_hubs.items()) if not loop.is_closed() and hub.started.done()]
+    return [
+        hub
+        for loop, hub in list(_hubs.items())
+        if not loop.is_closed() and hub.started.done() and not hub.started.exception()
+    ]
 
 
 async def get_hub() -> Hub:
@@ -55,7 +59,16 @@ async def get_hub() -> Hub:
     if hub is None:
         hub = _hubs[loop] = Hub(loop, get_broker())
         hub.started = loop.create_task(hub.start())
-    await asyncio.shield(hub.started)
+    try:
+        await asyncio.shield(hub.started)
+    except asyncio.CancelledError:
+        raise
+    except Exception as error:
+        # Forget the failed hub, so that the next connection tries again (Redis may be back).
+        if _hubs.get(loop) is hub:
+            del _hubs[loop]
+        hub.stop()
+        raise Unavailable("the broker is unreachable") from error
     return hub
 
 
@@ -77,6 +90,10 @@ class Hub:
         interval = settings.REVALIDATE_INTERVAL
         if interval:
             self.spawn(self._periodic(interval))
+
+    def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
 
     def spawn(self, coro) -> asyncio.Task:
         task = self.loop.create_task(coro)
@@ -178,17 +195,24 @@ class Hub:
         # Judge each connection only on what it held before the database was read:
         # a principal or subscription gained meanwhile was checked fresh when gained.
         snapshot = [(conn, conn.principal, tuple(conn.subscriptions)) for conn in self.connections]
-        key_ids = {principal.key_id for _, principal, _ in snapshot if principal is not None}
+        held = [principal for _, principal, _ in snapshot if principal is not None]
+        key_ids = {p.key_id for p in held if not p.is_token}
+        user_ids = {p.user_id for p in held if p.is_token and p.user_id is not None}
         names = {name for _, _, subscribed in snapshot for name in subscribed}
-        principals, channels = await sync_to_async(_load_state)(key_ids, names)
+        principals, active_users, channels = await sync_to_async(_load_state)(key_ids, user_ids, names)
         policy = get_policy()
         for conn, principal, subscribed in snapshot:
             if principal is not None and conn.principal is principal:
-                fresh = principals.get(principal.key_id)
-                if fresh is None or fresh.secret_hash != principal.secret_hash:
-                    conn.drop_principal("key_revoked")
-                    continue
-                conn.principal = fresh if not fresh.can_write else fresh.limited_to(principal.access)
+                if principal.is_token:
+                    if principal.user_id is not None and principal.user_id not in active_users:
+                        conn.drop_principal("user_inactive")
+                        continue
+                else:
+                    fresh = principals.get(principal.key_id)
+                    if fresh is None or fresh.secret_hash != principal.secret_hash:
+                        conn.drop_principal("key_revoked")
+                        continue
+                    conn.principal = fresh if not fresh.can_write else fresh.limited_to(principal.access)
             for name in subscribed:
                 if name not in conn.subscriptions:
                     continue
@@ -199,8 +223,13 @@ class Hub:
                     conn.drop_subscription(name, "access_revoked")
 
 
-def _load_state(key_ids, names):
+def _load_state(key_ids, user_ids, names):
+    from django.contrib.auth import get_user_model
     from django.db import close_old_connections
 
     close_old_connections()
-    return auth.load_principals(key_ids), registry.resolve_many(names)
+    active_users = set()
+    if user_ids:
+        users = get_user_model()._default_manager.filter(pk__in=list(user_ids), is_active=True)
+        active_users = set(users.values_list("pk", flat=True))
+    return auth.load_principals(key_ids), active_users, registry.resolve_many(names)

@@ -1,8 +1,10 @@
 """Who may subscribe and publish where: one policy object, replaceable by dotted path.
 
-Set ``REALTIME["POLICY"]`` to a subclass of :class:`Policy` to change the rules, for
-example to let read-only keys publish on ``*/typing`` channels. Policies are called
-on the hot path with plain objects (no database access), so keep them cheap.
+Set ``REALTIME["POLICY"]`` to a subclass of :class:`Policy` to narrow the rules, for
+example to keep some keys away from ``admin/`` channels. A policy is asked after the
+fixed rules (read-only credentials never publish; anonymous clients only read
+channels open to them), so it can refuse more but never allow more. Policies are
+called on the hot path with plain objects (no database access), so keep them cheap.
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ class Policy:
         # Logging in never takes away what an anonymous client may read.
         if channel.anonymous_read:
             return True
-        return principal is not None and principal.covers(channel.id)
+        return principal is not None and principal.covers(channel)
 
     def can_publish(self, principal: Principal | None, channel: ChannelInfo) -> bool:
-        return principal is not None and principal.can_write and principal.covers(channel.id)
+        return principal is not None and principal.can_write and principal.covers(channel)
 
 
 @lru_cache(maxsize=8)

@@ -8,6 +8,7 @@ Client frames are JSON objects with exactly one command key, plus an optional ``
 that is echoed in the reply::
 
     {"auth": {"secret": "rt_...", "access": "read-write"}, "id": 1}
+    {"auth": {"token": "eyJ..."}}
     {"subscribe": {"channel": "rooms/lobby"}}
     {"publish": {"channel": "rooms/lobby", "event": "chat", "data": {"text": "hi"}}}
 
@@ -29,15 +30,19 @@ ACCESS_LEVELS = ("read-only", "read-write")
 MAX_ID_LENGTH = 64
 MAX_EVENT_LENGTH = 128
 MAX_SECRET_LENGTH = 512
+MAX_TOKEN_LENGTH = 4096
 
 RequestId = str | int | None
 
 
 @dataclass(frozen=True, slots=True)
 class Auth:
+    """Authenticate with an access key's ``secret`` or a signed browser ``token``."""
+
     id: RequestId
-    secret: str
+    secret: str | None = None
     access: str | None = None
+    token: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +75,14 @@ class Disconnect:
     id: RequestId
 
 
-Command = Auth | Subscribe | Unsubscribe | Publish | Logout | Disconnect
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """A heartbeat: lets a client (a browser cannot send WebSocket pings) notice a dead link."""
+
+    id: RequestId
+
+
+Command = Auth | Subscribe | Unsubscribe | Publish | Logout | Disconnect | Ping
 
 
 def _reject_constant(name: str) -> None:
@@ -128,6 +140,8 @@ def _string(body: dict, field: str, command: str, max_length: int) -> str:
         raise InvalidData(f"{command}.{field} must be a non-empty string")
     if len(value) > max_length:
         raise InvalidData(f"{command}.{field} must be at most {max_length} characters")
+    if not is_encodable(value):
+        raise InvalidData(f"{command}.{field} must be valid Unicode (no lone surrogates)")
     return value
 
 
@@ -147,11 +161,14 @@ def _flag(value: Any, command: str) -> None:
 
 def _parse_auth(request_id: RequestId, value: Any) -> Auth:
     body = _body(value, "auth")
-    secret = _string(body, "secret", "auth", MAX_SECRET_LENGTH)
     access = body.get("access")
     if access is not None and access not in ACCESS_LEVELS:
         raise InvalidData('auth.access must be "read-only" or "read-write"')
-    return Auth(request_id, secret, access)
+    if "token" in body:
+        if "secret" in body:
+            raise InvalidData("auth takes a secret or a token, not both")
+        return Auth(request_id, access=access, token=_string(body, "token", "auth", MAX_TOKEN_LENGTH))
+    return Auth(request_id, _string(body, "secret", "auth", MAX_SECRET_LENGTH), access)
 
 
 def _parse_subscribe(request_id: RequestId, value: Any) -> Subscribe:
@@ -181,6 +198,11 @@ def _parse_disconnect(request_id: RequestId, value: Any) -> Disconnect:
     return Disconnect(request_id)
 
 
+def _parse_ping(request_id: RequestId, value: Any) -> Ping:
+    _flag(value, "ping")
+    return Ping(request_id)
+
+
 PARSERS = {
     "auth": _parse_auth,
     "subscribe": _parse_subscribe,
@@ -188,6 +210,7 @@ PARSERS = {
     "publish": _parse_publish,
     "logout": _parse_logout,
     "disconnect": _parse_disconnect,
+    "ping": _parse_ping,
 }
 
 
@@ -247,9 +270,15 @@ def error_frame(code: str, request_id: RequestId = None, detail: str = "") -> st
     return encode(frame)
 
 
-def message_frame(channel: str, event: str, data: Any) -> str:
-    """The frame every subscriber receives for one publication, encoded once."""
-    return encode({"message": {"channel": channel, "event": event, "data": data}})
+def message_frame(channel: str, event: str, data: Any, user: dict | None = None) -> str:
+    """The frame every subscriber receives for one publication, encoded once.
+
+    ``user`` is who published, when a logged-in user did (set by the server).
+    """
+    message: dict[str, Any] = {"channel": channel, "event": event, "data": data}
+    if user is not None:
+        message["user"] = user
+    return encode({"message": message})
 
 
 def unsubscribed_frame(channel: str, reason: str) -> str:

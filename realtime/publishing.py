@@ -35,10 +35,13 @@ def validate_event(event: object) -> str:
     return event
 
 
-async def send_publication(channel: str, event: str, data: Any) -> Publication:
-    """Encode and send a publication whose channel and access were already checked."""
+async def send_publication(channel: str, event: str, data: Any, user: dict | None = None) -> Publication:
+    """Encode and send a publication whose channel and access were already checked.
+
+    ``user`` names who published (``Principal.user``); subscribers see it as is.
+    """
     try:
-        frame = protocol.message_frame(channel, event, data)
+        frame = protocol.message_frame(channel, event, data, user)
     except (TypeError, ValueError) as error:
         raise InvalidData(f"data is not JSON-serialisable: {error}") from None
     try:

@@ -8,4 +8,5 @@ app_name = "realtime"
 
 urlpatterns = [
     path("api/publish", views.publish_view, name="publish"),
+    path("token", views.token_view, name="token"),
 ]

@@ -9,11 +9,13 @@ protocol, with an HTTP status that matches (see docs/protocol.md).
 from __future__ import annotations
 
 import json
+import logging
 
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET
 
-from . import auth, protocol, registry
+from . import auth, protocol, registry, tokens
 from .conf import settings
 from .errors import (
     AccessDenied,
@@ -26,6 +28,8 @@ from .errors import (
 from .names import validate_channel_name
 from .permissions import get_policy
 from .publishing import send_publication
+
+logger = logging.getLogger("realtime")
 
 
 def _error(error: RealtimeError) -> JsonResponse:
@@ -46,11 +50,20 @@ def _bearer(request) -> str:
 
 
 async def _publish(request) -> JsonResponse:
-    principal = await auth.authenticate(_bearer(request))
+    secret = _bearer(request)
+    if len(secret) > protocol.MAX_SECRET_LENGTH or not protocol.is_encodable(secret):
+        raise InvalidCredentials("unknown, revoked or expired key")
+    principal = await auth.authenticate(secret)
     if not principal.can_write:
         raise AccessDenied("read-only access cannot publish")
-    if len(request.body) > settings.MAX_MESSAGE_SIZE:
-        raise MessageTooLarge(f"bodies are limited to {settings.MAX_MESSAGE_SIZE} bytes")
+    # Checked before the body is read, so an oversized body is refused unread.
+    limit = settings.MAX_MESSAGE_SIZE
+    try:
+        declared = int(request.headers.get("Content-Length") or 0)
+    except ValueError:
+        declared = 0
+    if declared > limit or len(request.body) > limit:
+        raise MessageTooLarge(f"bodies are limited to {limit} bytes")
     try:
         body = json.loads(request.body, parse_constant=protocol._reject_constant)
     except (ValueError, RecursionError):
@@ -63,7 +76,7 @@ async def _publish(request) -> JsonResponse:
     if not get_policy().can_publish(principal, info):
         raise AccessDenied("channel is outside this key's scope")
     await send_publication(name, command.event, command.data)
-    return JsonResponse({"ok": True})
+    return JsonResponse({"ok": True}, json_dumps_params={"separators": (",", ":")})
 
 
 @csrf_exempt
@@ -76,3 +89,22 @@ async def publish_view(request) -> JsonResponse:
         return await _publish(request)
     except RealtimeError as error:
         return _error(error)
+    except Exception:
+        logger.exception("realtime: unexpected error in the publish endpoint")
+        return JsonResponse({"err": "internal_error"}, status=500)
+
+
+@require_GET
+def token_view(request) -> JsonResponse:
+    """A fresh signed token for the session's user, as the grant hook allows.
+
+    The JS client calls this (``data-token-url``) when its token is missing or expired.
+    """
+    issued = tokens.token_for_request(request)
+    if issued is None:
+        response = JsonResponse({"err": "access_denied"}, status=403)
+    else:
+        token, expires = issued
+        response = JsonResponse({"token": token, "expires": expires})
+    response["Cache-Control"] = "no-store"
+    return response

@@ -105,10 +105,10 @@ def test_e003_numbers_of_the_wrong_type_or_negative(production, key, value):
 @pytest.mark.parametrize(
     "value", ["https://example.com", b"https://example.com", [1], ["https://example.com", None], 5, True]
 )
-def test_e003_allowed_origins_that_is_not_a_list_of_strings(production, value):
+def test_e005_allowed_origins_that_is_not_a_list_of_strings(production, value):
     production.REALTIME = {"ALLOWED_ORIGINS": value}
     messages = check_settings()
-    assert ids(messages) == ["realtime.E003"]
+    assert ids(messages) == ["realtime.E005"]
     assert "ALLOWED_ORIGINS" in messages[0].msg
 
 

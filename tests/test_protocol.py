@@ -13,6 +13,7 @@ from realtime.protocol import (
     Auth,
     Disconnect,
     Logout,
+    Ping,
     Publish,
     Subscribe,
     Unsubscribe,
@@ -26,7 +27,7 @@ from realtime.protocol import (
 )
 
 MAX_SIZE = 64 * 1024
-COMMAND_TYPES = (Auth, Subscribe, Unsubscribe, Publish, Logout, Disconnect)
+COMMAND_TYPES = (Auth, Subscribe, Unsubscribe, Publish, Logout, Disconnect, Ping)
 COMMAND_KEYS = sorted(PARSERS)
 
 
@@ -506,3 +507,21 @@ def test_a_parsed_command_has_the_type_its_key_names(command, body):
     except RealtimeError:
         return
     assert type(parsed).__name__.lower() == command
+
+
+def test_ping_parses_with_its_id():
+    assert parse({"ping": True, "id": 9}) == Ping(9)
+
+
+def test_auth_with_a_token():
+    assert parse({"auth": {"token": "abc"}}) == Auth(None, token="abc")
+
+
+def test_auth_with_both_a_secret_and_a_token_is_invalid_data():
+    with pytest.raises(InvalidData, match="not both"):
+        parse({"auth": {"secret": "rt_x", "token": "abc"}})
+
+
+def test_message_frame_names_the_user_when_given():
+    frame = message_frame("c", "e", 1, {"id": 3, "name": "alice"})
+    assert frame == '{"message":{"channel":"c","event":"e","data":1,"user":{"id":3,"name":"alice"}}}'

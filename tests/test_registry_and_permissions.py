@@ -158,15 +158,27 @@ def test_principal_can_write_only_with_read_write_access():
     assert not principal("read-only").can_write
 
 
+def info(channel_id, name="c"):
+    return ChannelInfo(id=channel_id, name=name, include_subchannels=False, anonymous_read=False)
+
+
 def test_scoped_principal_covers_only_its_channels():
     scoped = principal(channel_ids={1, 2})
-    assert scoped.covers(1)
-    assert scoped.covers(2)
-    assert not scoped.covers(3)
+    assert scoped.covers(info(1))
+    assert scoped.covers(info(2))
+    assert not scoped.covers(info(3))
 
 
 def test_all_channel_principal_covers_every_channel():
-    assert principal(all_channels=True).covers(12345)
+    assert principal(all_channels=True).covers(info(12345))
+
+
+def test_token_principal_covers_channels_by_name():
+    token = Principal(
+        key_id=None, name="", access="read-only", all_channels=False, channel_names=frozenset({"rooms"})
+    )
+    assert token.covers(info(7, "rooms"))
+    assert not token.covers(info(8, "news"))
 
 
 @pytest.mark.parametrize("access", [None, "read-write"])
@@ -264,7 +276,7 @@ def test_a_sub_channel_with_its_own_row_needs_its_own_grant():
 class ReadOnlyMayType(Policy):
     def can_publish(self, principal, channel):
         if principal is not None and channel.name.endswith("/typing"):
-            return principal.covers(channel.id)
+            return principal.covers(channel)
         return super().can_publish(principal, channel)
 
 
