@@ -77,7 +77,8 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
-REALTIME = {}
+# Browser tokens: who may read and write where (demo_site/realtime_grants.py).
+REALTIME = {"TOKEN_GRANT": "demo_site.realtime_grants.grant"}
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -86,7 +87,9 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/"
 
 LOGGING = {
     "version": 1,

@@ -147,7 +147,8 @@ class AsgiServer:
 
     def start(self) -> AsgiServer:
         env = {
-            **os.environ,
+            # Servers keep Django's async-safety check even when a browser test relaxed it.
+            **{k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"},
             "DJANGO_SETTINGS_MODULE": "tests.settings",
             "DATABASE_PATH": self.database,
             "REDIS_URL": self.redis_url,

@@ -400,7 +400,9 @@ def test_seed_demo_is_idempotent_and_never_shows_secrets_again(debug):
     out, _ = run("seed_demo")
     assert Channel.objects.count() == 3
     assert AccessKey.objects.count() == 2
-    assert get_user_model().objects.count() == 1
+    assert get_user_model().objects.count() == 2
+    demo = get_user_model().objects.get(username="demo")
+    assert not demo.is_staff and demo.check_password("demo")
     assert Channel.objects.get(name="news").description == "edited in the admin"
     assert "rt_" not in out
     assert "python manage.py realtime_key regenerate demo-publisher" in out

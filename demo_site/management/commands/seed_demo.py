@@ -1,4 +1,4 @@
-"""Demo data for ``make run``: a few channels, a superuser and two keys. Safe to rerun.
+"""Demo data for ``make run``: a few channels, a superuser, a chat user and two keys. Safe to rerun.
 
 Nothing that exists is changed, so edits made in the admin survive ``make run``. Key
 secrets are stored only as hashes, so they are printed once, when the keys are
@@ -34,10 +34,16 @@ CHANNELS = [
 KEYS = [("demo-publisher", AccessKey.READ_WRITE), ("demo-reader", AccessKey.READ_ONLY)]
 ADMIN_USERNAME = "admin"
 ADMIN_PASSWORD = "admin"
+# A user who is not staff, to chat as (and to see what a non-staff token may do).
+DEMO_USERNAME = "demo"
+DEMO_PASSWORD = "demo"
 
 
 class Command(BaseCommand):
-    help = "Create the demo channels, a demo superuser (admin/admin) and two demo access keys, if absent."
+    help = (
+        "Create the demo channels, a demo superuser (admin/admin), a demo user (demo/demo) "
+        "and two demo access keys, if absent."
+    )
 
     @transaction.atomic
     def handle(self, *args, **options) -> None:
@@ -47,6 +53,7 @@ class Command(BaseCommand):
             _, created = Channel.objects.get_or_create(name=name, defaults=fields)
             self.stdout.write(f"Channel {name}: {'created' if created else 'exists'}.")
         self.seed_superuser()
+        self.seed_demo_user()
         self.seed_keys()
 
     def seed_superuser(self) -> None:
@@ -68,6 +75,22 @@ class Command(BaseCommand):
             self.style.WARNING(
                 f"Superuser: created {ADMIN_USERNAME} / {ADMIN_PASSWORD} for the demo only; "
                 "change or delete it before this site is reachable by anyone else."
+            )
+        )
+
+    def seed_demo_user(self) -> None:
+        User = get_user_model()
+        if User.objects.filter(**{User.USERNAME_FIELD: DEMO_USERNAME}).exists():
+            self.stdout.write(f"Demo user {DEMO_USERNAME}: exists.")
+            return
+        if not settings.DEBUG:
+            self.stdout.write(f"Demo user {DEMO_USERNAME}: not created because DEBUG is off.")
+            return
+        User.objects.create_user(**{User.USERNAME_FIELD: DEMO_USERNAME}, email="", password=DEMO_PASSWORD)
+        self.stdout.write(
+            self.style.WARNING(
+                f"Demo user: created {DEMO_USERNAME} / {DEMO_PASSWORD} (not staff) for the chat; "
+                "delete it before this site is reachable by anyone else."
             )
         )
 
