@@ -22,6 +22,7 @@ from asgiref.sync import async_to_sync
 
 from .errors import Unavailable
 from .names import CONTROL_GROUP, group_name
+from .registry import ChannelInfo
 
 logger = logging.getLogger("realtime")
 
@@ -51,15 +52,15 @@ class LocalBroker:
     async def unlisten(self, name: str, hub) -> None:
         pass
 
-    async def publish(self, name: str, frame: str) -> None:
+    async def publish(self, name: str, frame: str, info) -> None:
         from .hub import live_hubs
 
         here = _running_loop()
         for hub in live_hubs():
             if hub.loop is here:
-                hub.deliver(name, frame)
+                hub.deliver(name, frame, None, info)
             else:
-                hub.loop.call_soon_threadsafe(hub.deliver, name, frame)
+                hub.loop.call_soon_threadsafe(hub.deliver, name, frame, None, info)
 
     def notify_changed(self) -> None:
         from .hub import live_hubs
@@ -94,7 +95,9 @@ class LayerBroker:
                 continue
             kind = message.get("type")
             if kind == PUBLICATION:
-                hub.deliver(message["channel"], message["frame"])
+                cid, cname, subchannels, anonymous = message["info"]
+                info = ChannelInfo(cid, cname, subchannels, anonymous)
+                hub.deliver(message["channel"], message["frame"], message["via"], info)
             elif kind == CONTROL:
                 hub.request_revalidation()
 
@@ -104,11 +107,20 @@ class LayerBroker:
     async def unlisten(self, name: str, hub) -> None:
         await self.layer.group_discard(group_name(name), hub.layer_channel)
 
-    async def publish(self, name: str, frame: str) -> None:
+    async def publish(self, name: str, frame: str, info) -> None:
+        """One layer message per topic that may have listeners: the channel's own, its
+        top-level tree (pattern subscribers), and bare patterns. Redis drops a PUBLISH
+        nobody listens to, so a process only receives the copies it asked for."""
+        message = {
+            "type": PUBLICATION,
+            "channel": name,
+            "frame": frame,
+            "info": [info.id, info.name, info.include_subchannels, info.anonymous_read],
+        }
+        tree = "tree:" + name.split("/", 1)[0]
         try:
-            await self.layer.group_send(
-                group_name(name), {"type": PUBLICATION, "channel": name, "frame": frame}
-            )
+            for key, via in ((name, "exact"), (tree, "tree"), ("*", "all")):
+                await self.layer.group_send(group_name(key), {**message, "via": via})
         except (TimeoutError, OSError, ConnectionError) as error:
             raise Unavailable(f"the broker is unreachable: {error}") from error
         except Exception as error:

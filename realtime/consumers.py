@@ -34,7 +34,7 @@ from .errors import (
     Unavailable,
 )
 from .hub import get_hub
-from .names import validate_channel_name
+from .names import is_pattern, pattern_prefix, validate_channel_name, validate_subscription_name
 from .origins import origin_allowed, origin_from_scope
 from .outbox import Outbox
 from .permissions import get_policy
@@ -144,12 +144,28 @@ class RealtimeConsumer(AsyncConsumer):
         self.push(protocol.ok_frame(command.id))
 
     async def do_subscribe(self, command: protocol.Subscribe) -> None:
-        name = validate_channel_name(command.channel)
+        name = validate_subscription_name(command.channel)
         if name in self.subscriptions:
             self.push(protocol.ok_frame(command.id))
             return
         if len(self.subscriptions) >= settings.MAX_SUBSCRIPTIONS:
             raise TooManySubscriptions(f"at most {settings.MAX_SUBSCRIPTIONS} subscriptions")
+        if is_pattern(name):
+            await self._authorize_pattern(name)
+        else:
+            await self._authorize_channel(name)
+        await self.hub.subscribe(self, name)
+        self.push(protocol.ok_frame(command.id))
+
+    async def _authorize_pattern(self, pattern: str) -> None:
+        prefix = pattern_prefix(pattern)
+        info = await registry.aresolve(prefix) if prefix else None
+        if not get_policy().can_subscribe_pattern(self.principal, pattern, info):
+            if self.principal is None or info is not None or not prefix:
+                raise AccessDenied("this pattern is outside what these credentials may read")
+            raise InvalidChannel(f"no active channel covers {prefix!r}")
+
+    async def _authorize_channel(self, name: str) -> None:
         info = await registry.aresolve(name)
         if self.principal is None and (info is None or not info.anonymous_read):
             raise AccessDenied("authenticate first")
@@ -157,11 +173,9 @@ class RealtimeConsumer(AsyncConsumer):
             raise InvalidChannel(f"no active channel covers {name!r}")
         if not get_policy().can_subscribe(self.principal, info):
             raise AccessDenied("channel is outside this key's scope")
-        await self.hub.subscribe(self, name)
-        self.push(protocol.ok_frame(command.id))
 
     async def do_unsubscribe(self, command: protocol.Unsubscribe) -> None:
-        name = validate_channel_name(command.channel)
+        name = validate_subscription_name(command.channel)
         self.hub.unsubscribe(self, name)
         self.push(protocol.ok_frame(command.id))
 
@@ -176,7 +190,7 @@ class RealtimeConsumer(AsyncConsumer):
             raise InvalidChannel(f"no active channel covers {name!r}")
         if not get_policy().can_publish(self.principal, info):
             raise AccessDenied("channel is outside this key's scope")
-        await send_publication(name, command.event, command.data, self.principal.user)
+        await send_publication(name, command.event, command.data, self.principal.user, info=info)
         self.push(protocol.ok_frame(command.id))
 
     async def do_logout(self, command: protocol.Logout) -> None:

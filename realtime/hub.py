@@ -25,6 +25,7 @@ from . import auth, registry
 from .broker import get_broker
 from .conf import settings
 from .errors import Unavailable
+from .names import is_pattern, pattern_prefix, patterns_matching, topic
 from .permissions import get_policy
 
 logger = logging.getLogger("realtime")
@@ -76,7 +77,11 @@ class Hub:
     def __init__(self, loop: asyncio.AbstractEventLoop, broker) -> None:
         self.loop = loop
         self.broker = broker
+        # Subscription name (a channel, or a pattern such as rooms/*) -> its local subscribers.
         self.subscribers: dict[str, set[Subscriber]] = {}
+        self.patterns: set[str] = set()
+        # Broker topic (names.topic) -> the subscription names listening through it.
+        self.topics: dict[str, set[str]] = {}
         self.connections: set[Subscriber] = set()
         self.layer_channel: str | None = None
         self.started: asyncio.Task
@@ -112,14 +117,22 @@ class Hub:
             self.unsubscribe(conn, name)
 
     async def subscribe(self, conn: Subscriber, name: str) -> None:
-        """Add a local subscriber; returns once the broker delivers the channel here."""
+        """Add a local subscriber (to a channel or a pattern); returns once the broker
+        delivers its topic here."""
+        key = topic(name)
         subs = self.subscribers.get(name)
         if subs is None:
             subs = self.subscribers[name] = set()
-            self._listening[name] = self.loop.create_task(self.broker.listen(name, self))
+            if key != name:
+                self.patterns.add(name)
+            names = self.topics.get(key)
+            if names is None:
+                names = self.topics[key] = set()
+                self._listening[key] = self.loop.create_task(self.broker.listen(key, self))
+            names.add(name)
         subs.add(conn)
         conn.subscriptions.add(name)
-        pending = self._listening.get(name)
+        pending = self._listening.get(key)
         if pending is None:
             return
         try:
@@ -127,14 +140,16 @@ class Hub:
         except asyncio.CancelledError:
             raise
         except Exception as error:
-            self._listening.pop(name, None)
-            self.subscribers.pop(name, None)
-            for other in list(subs):
-                other.subscriptions.discard(name)
-            logger.warning("realtime: could not subscribe to %s on the broker: %s", name, error)
+            if self._listening.get(key) is pending:
+                del self._listening[key]
+                for lost in self.topics.pop(key, ()):
+                    self.patterns.discard(lost)
+                    for other in self.subscribers.pop(lost, ()):
+                        other.subscriptions.discard(lost)
+            logger.warning("realtime: could not listen to %s on the broker: %s", key, error)
             raise Unavailable("the broker is unreachable") from error
-        if self._listening.get(name) is pending:
-            del self._listening[name]
+        if self._listening.get(key) is pending:
+            del self._listening[key]
 
     def unsubscribe(self, conn: Subscriber, name: str) -> None:
         conn.subscriptions.discard(name)
@@ -142,25 +157,63 @@ class Hub:
         if subs is None or conn not in subs:
             return
         subs.discard(conn)
-        if not subs:
-            del self.subscribers[name]
-            self._listening.pop(name, None)
-            self.spawn(self._unlisten(name))
+        if subs:
+            return
+        del self.subscribers[name]
+        self.patterns.discard(name)
+        key = topic(name)
+        names = self.topics.get(key)
+        if names is not None:
+            names.discard(name)
+            if not names:
+                del self.topics[key]
+                self._listening.pop(key, None)
+                self.spawn(self._unlisten(key))
 
-    async def _unlisten(self, name: str) -> None:
+    async def _unlisten(self, key: str) -> None:
         try:
-            await self.broker.unlisten(name, self)
+            await self.broker.unlisten(key, self)
         except Exception as error:
-            logger.warning("realtime: could not leave %s on the broker: %s", name, error)
+            logger.warning("realtime: could not leave %s on the broker: %s", key, error)
 
     # Fan-out -----------------------------------------------------------------------
 
-    def deliver(self, name: str, frame: str) -> None:
-        """Hand one encoded publication to every local subscriber of ``name``."""
-        subs = self.subscribers.get(name)
-        if subs:
+    def deliver(self, name: str, frame: str, via: str | None = None, info=None) -> None:
+        """Hand one encoded publication on ``name`` to every local subscriber, once each.
+
+        ``via`` says which broker topic carried this copy (``exact``, ``tree`` or
+        ``all``; None when the publication was made in this process and arrives once).
+        Each connection is served by exactly one copy: exact subscribers by the exact
+        one, pattern subscribers by the tree or the bare-pattern one. ``info`` is the
+        channel the publisher resolved; pattern subscribers only get what they may read.
+        """
+        if via is None or via == "exact":
+            subs = self.subscribers.get(name)
+            if subs:
+                for conn in subs:
+                    conn.push(frame)
+            if via == "exact":
+                return
+        if self.patterns:
+            self._deliver_to_patterns(name, frame, via, info)
+
+    def _deliver_to_patterns(self, name: str, frame: str, via: str | None, info) -> None:
+        exact = self.subscribers.get(name, ())
+        policy = get_policy()
+        seen: set = set()
+        # Prefixed patterns come first, so a connection that also holds a bare pattern
+        # is served by the tree copy and skipped when the bare-pattern copy arrives.
+        for pattern in patterns_matching(name):
+            subs = self.subscribers.get(pattern)
+            if not subs:
+                continue
+            responsible = via is None or (via == "all") == (not pattern_prefix(pattern))
             for conn in subs:
-                conn.push(frame)
+                if conn in exact or conn in seen:
+                    continue
+                seen.add(conn)
+                if responsible and info is not None and policy.can_subscribe(conn.principal, info):
+                    conn.push(frame)
 
     # Revalidation ------------------------------------------------------------------
 
@@ -198,7 +251,12 @@ class Hub:
         held = [principal for _, principal, _ in snapshot if principal is not None]
         key_ids = {p.key_id for p in held if not p.is_token}
         user_ids = {p.user_id for p in held if p.is_token and p.user_id is not None}
-        names = {name for _, _, subscribed in snapshot for name in subscribed}
+        # A pattern is judged by the channel its prefix resolves to (bare ones by none).
+        names = {
+            pattern_prefix(name) if is_pattern(name) else name
+            for _, _, subscribed in snapshot
+            for name in subscribed
+        } - {""}
         principals, active_users, channels = await sync_to_async(_load_state)(key_ids, user_ids, names)
         policy = get_policy()
         for conn, principal, subscribed in snapshot:
@@ -215,6 +273,11 @@ class Hub:
                     conn.principal = fresh if not fresh.can_write else fresh.limited_to(principal.access)
             for name in subscribed:
                 if name not in conn.subscriptions:
+                    continue
+                if is_pattern(name):
+                    prefix = pattern_prefix(name)
+                    if not policy.can_subscribe_pattern(conn.principal, name, channels.get(prefix)):
+                        conn.drop_subscription(name, "access_revoked")
                     continue
                 info = channels.get(name)
                 if info is None:

@@ -60,3 +60,61 @@ def group_name(name: str) -> str:
 
 
 CONTROL_GROUP = "rt.control"
+
+
+# Wildcard subscriptions ----------------------------------------------------------------
+#
+# A subscription may end in a wildcard segment: ``rooms/*`` matches every direct
+# sub-channel (``rooms/42``), ``rooms/**`` every channel below at any depth, and a bare
+# ``*`` or ``**`` the top-level channels or every channel. Wildcards are for subscribing
+# only; publishing to one is refused like any other invalid name.
+
+WILDCARDS = ("*", "**")
+
+
+def is_pattern(name: str) -> bool:
+    return name.rsplit("/", 1)[-1] in WILDCARDS
+
+
+def pattern_prefix(pattern: str) -> str:
+    """``rooms/*`` -> ``rooms``; a bare ``*`` or ``**`` -> ``""``."""
+    return pattern.rpartition("/")[0]
+
+
+def validate_subscription_name(name: object) -> str:
+    """A channel name, or a pattern whose last segment is ``*`` or ``**``."""
+    if isinstance(name, str) and is_pattern(name):
+        if name not in WILDCARDS:
+            validate_channel_name(pattern_prefix(name))
+        return name
+    return validate_channel_name(name)
+
+
+def patterns_matching(name: str) -> list[str]:
+    """Every pattern that matches the channel ``name``, prefixed ones first.
+
+    ``a/b/c`` -> ``[a/b/*, a/b/**, a/**, *?, **]`` (``*`` only for one-segment names).
+    """
+    parts = name.split("/")
+    found = []
+    if len(parts) > 1:
+        found.append("/".join(parts[:-1]) + "/*")
+    for depth in range(len(parts) - 1, 0, -1):
+        found.append("/".join(parts[:depth]) + "/**")
+    if len(parts) == 1:
+        found.append("*")
+    found.append("**")
+    return found
+
+
+def topic(name: str) -> str:
+    """The broker topic a subscription listens on.
+
+    An exact channel listens on its own name. Patterns listen on their top-level tree
+    (``tree:rooms`` for ``rooms/**``), bare patterns on ``*``: neither can collide with
+    a channel name, whose characters exclude ``:`` and ``*``.
+    """
+    if not is_pattern(name):
+        return name
+    prefix = pattern_prefix(name)
+    return "tree:" + prefix.split("/", 1)[0] if prefix else "*"

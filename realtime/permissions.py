@@ -25,6 +25,19 @@ class Policy:
             return True
         return principal is not None and principal.covers(channel)
 
+    def can_subscribe_pattern(
+        self, principal: Principal | None, pattern: str, prefix: ChannelInfo | None
+    ) -> bool:
+        """May this principal subscribe to a wildcard pattern (``rooms/*``, ``**``)?
+
+        ``prefix`` is what the part before the wildcard resolves to (None for a bare
+        pattern, or when no active channel covers it). Each publication the pattern then
+        matches is checked again with :meth:`can_subscribe` before it is delivered.
+        """
+        if prefix is not None and self.can_subscribe(principal, prefix):
+            return True
+        return principal is not None and principal.all_channels
+
     def can_publish(self, principal: Principal | None, channel: ChannelInfo) -> bool:
         return principal is not None and principal.can_write and principal.covers(channel)
 

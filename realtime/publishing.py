@@ -35,10 +35,14 @@ def validate_event(event: object) -> str:
     return event
 
 
-async def send_publication(channel: str, event: str, data: Any, user: dict | None = None) -> Publication:
+async def send_publication(
+    channel: str, event: str, data: Any, user: dict | None = None, *, info: registry.ChannelInfo
+) -> Publication:
     """Encode and send a publication whose channel and access were already checked.
 
     ``user`` names who published (``Principal.user``); subscribers see it as is.
+    ``info`` is the channel row ``channel`` resolved to (pattern subscribers are
+    checked against it where they receive).
     """
     try:
         frame = protocol.message_frame(channel, event, data, user)
@@ -51,7 +55,7 @@ async def send_publication(channel: str, event: str, data: Any, user: dict | Non
     limit = settings.MAX_MESSAGE_SIZE
     if size > limit:
         raise MessageTooLarge(f"publications are limited to {limit} bytes")
-    await get_broker().publish(channel, frame)
+    await get_broker().publish(channel, frame, info)
     return Publication(channel, event, data)
 
 
@@ -59,9 +63,10 @@ async def apublish(channel: str, event: str, data: Any = None) -> Publication:
     """Publish ``data`` as ``event`` on ``channel`` to every subscriber, on every process."""
     validate_channel_name(channel)
     validate_event(event)
-    if await registry.aresolve(channel) is None:
+    info = await registry.aresolve(channel)
+    if info is None:
         raise InvalidChannel(f"no active channel covers {channel!r}")
-    return await send_publication(channel, event, data)
+    return await send_publication(channel, event, data, info=info)
 
 
 def publish(channel: str, event: str, data: Any = None) -> Publication:

@@ -75,7 +75,7 @@ async def _publish(request) -> JsonResponse:
         raise InvalidChannel(f"no active channel covers {name!r}")
     if not get_policy().can_publish(principal, info):
         raise AccessDenied("channel is outside this key's scope")
-    await send_publication(name, command.event, command.data)
+    await send_publication(name, command.event, command.data, info=info)
     return JsonResponse({"ok": True}, json_dumps_params={"separators": (",", ":")})
 
 

@@ -171,3 +171,46 @@ def test_group_names_differ_for_names_that_differ_only_in_case():
 def test_group_name_never_collides_with_the_control_group():
     assert LAYER_GROUP_RE.match(CONTROL_GROUP)
     assert group_name("control") != CONTROL_GROUP
+
+
+# Wildcard patterns ---------------------------------------------------------------------
+
+from realtime.names import (  # noqa: E402
+    is_pattern,
+    pattern_prefix,
+    patterns_matching,
+    topic,
+    validate_subscription_name,
+)
+
+
+@pytest.mark.parametrize("pattern", ["rooms/*", "rooms/**", "a/b/*", "*", "**"])
+def test_patterns_are_valid_subscription_names(pattern):
+    assert validate_subscription_name(pattern) == pattern
+    assert is_pattern(pattern)
+
+
+@pytest.mark.parametrize("name", ["rooms/*/x", "rooms/***", "*/x", "meta/*", "bad name/*", "/*", "rooms//*"])
+def test_wildcards_only_as_the_last_segment_of_a_valid_prefix(name):
+    with pytest.raises(InvalidChannelName):
+        validate_subscription_name(name)
+
+
+def test_publishing_names_never_accept_wildcards():
+    for name in ["rooms/*", "**"]:
+        with pytest.raises(InvalidChannelName):
+            validate_channel_name(name)
+
+
+def test_patterns_matching_lists_every_pattern_that_matches_a_channel():
+    assert patterns_matching("a/b/c") == ["a/b/*", "a/b/**", "a/**", "**"]
+    assert patterns_matching("a/b") == ["a/*", "a/**", "**"]
+    assert patterns_matching("a") == ["*", "**"]
+
+
+def test_topics_keep_patterns_apart_from_channel_names():
+    assert topic("rooms/42") == "rooms/42"
+    assert topic("rooms/42/*") == topic("rooms/**") == "tree:rooms"
+    assert topic("*") == topic("**") == "*"
+    assert pattern_prefix("rooms/42/**") == "rooms/42" and pattern_prefix("**") == ""
+    assert not is_valid_channel_name("tree:rooms") and not is_valid_channel_name("*")

@@ -69,6 +69,34 @@ def test_key_auth_subscribe_and_receive_a_publication_made_elsewhere(
     assert [next(iter(frame)) for frame in sent_frames(page, 0)] == ["auth", "subscribe"]
 
 
+def test_pattern_subscription_receives_subchannel_publications_once(
+    client_page, servers, connect, make_key, make_channel, uid
+):
+    rooms = make_channel(f"rooms-{uid}", include_subchannels=True)
+    page = client_page(servers[0])
+    start_client(page, servers[0].ws_url, {"secret": make_key()}, [f"{rooms.name}/*", f"{rooms.name}/1"])
+
+    publisher = connect(servers[1])
+    publisher.auth(make_key())
+    for name in (f"{rooms.name}/1", f"{rooms.name}/2", f"{rooms.name}/2/deep"):
+        publisher.publish(name, "chat", name)
+    publisher.publish(f"{rooms.name}/3", "chat", "last")
+
+    page.wait_for_function("log.messages.length === 3")
+    # rooms/1 matches both subscriptions: the server sends it once, both handlers see it.
+    assert [m["data"] for m in page.evaluate("log.messages")] == [
+        f"{rooms.name}/1",
+        f"{rooms.name}/2",
+        "last",
+    ]
+    assert [m["data"] for m in page.evaluate("received")] == [
+        f"{rooms.name}/1",
+        f"{rooms.name}/1",
+        f"{rooms.name}/2",
+        "last",
+    ]
+
+
 def test_publish_from_the_browser_reaches_a_python_subscriber(
     client_page, servers, connect, make_key, make_channel, uid
 ):

@@ -45,6 +45,9 @@ export declare const STATES: Readonly<{
 }>;
 
 export type ServerErrorCode = (typeof ERROR_CODES)[keyof typeof ERROR_CODES];
+/** Whether a subscription (a channel, or a pattern such as `rooms/*` or `rooms/**`) covers `channel`. */
+export declare function channelMatches(subscription: string, channel: string): boolean;
+
 export type ClientErrorCode = (typeof CLIENT_ERROR_CODES)[keyof typeof CLIENT_ERROR_CODES];
 export type ErrorCode = ServerErrorCode | ClientErrorCode;
 export type CloseCode = (typeof CLOSE_CODES)[keyof typeof CLOSE_CODES];
@@ -266,6 +269,7 @@ declare const Realtime: Readonly<{
   Subscription: typeof Subscription;
   ERROR_CODES: typeof ERROR_CODES;
   CLIENT_ERROR_CODES: typeof CLIENT_ERROR_CODES;
+  channelMatches: typeof channelMatches;
   CLOSE_CODES: typeof CLOSE_CODES;
   STATES: typeof STATES;
   PROTOCOL_VERSION: typeof PROTOCOL_VERSION;

@@ -192,6 +192,22 @@ export class Subscription {
   }
 }
 
+/**
+ * Whether a subscription (a channel name, or a pattern ending in `*` or `**`) covers the
+ * channel a publication was made on: `rooms/*` covers `rooms/42`, `rooms/**` covers
+ * `rooms/42/typing`, a bare `**` covers every channel.
+ */
+export function channelMatches(subscription, channel) {
+  if (subscription === channel) return true;
+  const cut = subscription.lastIndexOf("/");
+  const last = subscription.slice(cut + 1);
+  if (last !== "*" && last !== "**") return false;
+  const prefix = cut < 0 ? "" : subscription.slice(0, cut + 1);
+  if (!channel.startsWith(prefix)) return false;
+  const rest = channel.slice(prefix.length);
+  return rest !== "" && (last === "**" || !rest.includes("/"));
+}
+
 export class RealtimeClient extends EventTarget {
   /**
    * @param {string} [url] ws://, wss://, http(s):// or a path (resolved against the page).
@@ -661,7 +677,7 @@ export class RealtimeClient extends EventTarget {
   _onPublication(message) {
     this._emit("realtime:message", message);
     for (const subscription of this._subscriptions) {
-      if (subscription.channel !== message.channel || !subscription.onMessage) continue;
+      if (!subscription.onMessage || !channelMatches(subscription.channel, message.channel)) continue;
       try {
         subscription.onMessage(message, subscription);
       } catch (error) {
@@ -760,6 +776,7 @@ const Realtime = Object.freeze({
   CLOSE_CODES,
   STATES,
   PROTOCOL_VERSION,
+  channelMatches,
 });
 
 // For page code that is not a module. Assigning a global is not touching the DOM.
