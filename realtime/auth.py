@@ -8,7 +8,6 @@ revalidation, so a revoked key is never trusted for longer than ``REVALIDATE_INT
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -16,7 +15,7 @@ from asgiref.sync import sync_to_async
 from django.utils import timezone
 
 from . import keys
-from .conf import settings
+from .cache import TTLCache
 from .errors import InvalidCredentials
 
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -108,39 +107,15 @@ def authenticate_secret(secret: str) -> Principal:
     return _principal(key)
 
 
-class _PrincipalCache:
-    def __init__(self) -> None:
-        self._entries: dict[str, tuple[float, Principal]] = {}
-
-    def get(self, digest: str) -> Principal | None:
-        entry = self._entries.get(digest)
-        if entry is None:
-            return None
-        loaded, principal = entry
-        if time.monotonic() - loaded > settings.REVALIDATE_INTERVAL:
-            del self._entries[digest]
-            return None
-        if principal.expires_at is not None and principal.expires_at <= timezone.now():
-            del self._entries[digest]
-            return None
-        return principal
-
-    def put(self, digest: str, principal: Principal) -> None:
-        if len(self._entries) >= CACHE_MAX_ENTRIES:
-            self._entries.clear()
-        self._entries[digest] = (time.monotonic(), principal)
-
-    def clear(self) -> None:
-        self._entries.clear()
-
-
-cache = _PrincipalCache()
+cache = TTLCache(CACHE_MAX_ENTRIES)
 
 
 async def authenticate(secret: str, access: str | None = None) -> Principal:
     """The principal for ``secret``, limited to ``access``; raises InvalidCredentials."""
     digest = keys.hash_secret(secret)
-    principal = cache.get(digest)
+    principal = cache.get(digest, None)
+    if principal is not None and principal.expires_at is not None and principal.expires_at <= timezone.now():
+        principal = None
     if principal is None:
         principal = await sync_to_async(authenticate_secret)(secret)
         cache.put(digest, principal)

@@ -12,12 +12,11 @@ whenever channels change.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
 
-from .conf import settings
+from .cache import MISSING, TTLCache
 from .names import lineage
 
 CACHE_MAX_ENTRIES = 50_000
@@ -64,33 +63,14 @@ def resolve(name: str) -> ChannelInfo | None:
     return resolve_many([name])[name]
 
 
-class _ChannelCache:
-    def __init__(self) -> None:
-        self._entries: dict[str, tuple[float, ChannelInfo | None]] = {}
-
-    def get(self, name: str):
-        entry = self._entries.get(name)
-        if entry is None or time.monotonic() - entry[0] > settings.REVALIDATE_INTERVAL:
-            return None
-        return entry
-
-    def put(self, name: str, info: ChannelInfo | None) -> None:
-        if len(self._entries) >= CACHE_MAX_ENTRIES:
-            self._entries.clear()
-        self._entries[name] = (time.monotonic(), info)
-
-    def clear(self) -> None:
-        self._entries.clear()
-
-
-cache = _ChannelCache()
+cache = TTLCache(CACHE_MAX_ENTRIES)
 
 
 async def aresolve(name: str) -> ChannelInfo | None:
     """Resolve ``name`` through the cache; at most one query on a miss."""
-    entry = cache.get(name)
-    if entry is not None:
-        return entry[1]
+    info = cache.get(name)
+    if info is not MISSING:
+        return info
     info = await sync_to_async(resolve)(name)
     cache.put(name, info)
     return info

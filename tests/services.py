@@ -51,16 +51,23 @@ def stop(process: subprocess.Popen) -> None:
             process.wait(timeout=10)
 
 
+def apt_install(package: str) -> bool:
+    """Install a Debian package when running as root with apt-get; False if not allowed."""
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        return False
+    print(f"{package} is missing: installing Debian's {package} package", file=sys.stderr)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", package], check=True, env=env)
+    return True
+
+
 def redis_server_binary() -> str:
     """Path to redis-server, installing Debian's package when missing and allowed to."""
     found = shutil.which("redis-server")
     if found:
         return found
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        print("redis-server is missing: installing Debian's redis-server package", file=sys.stderr)
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "redis-server"], check=True, env=env)
+    if apt_install("redis-server"):
         found = shutil.which("redis-server")
         if found:
             return found

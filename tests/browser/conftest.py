@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.services import apt_install
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -130,13 +129,8 @@ def chromium_binary() -> str:
     path = os.environ.get("REALTIME_CHROMIUM", "/usr/bin/chromium")
     if Path(path).exists():
         return path
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        print("chromium is missing: installing Debian's chromium package", file=sys.stderr)
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True, env=env)
-        if Path(path).exists():
-            return path
+    if apt_install("chromium") and Path(path).exists():
+        return path
     pytest.fail(
         f"The browser tests need Chromium at {path}. Install it (Debian/Ubuntu: "
         "`sudo apt-get install chromium`), or point REALTIME_CHROMIUM at a Chromium binary. "
