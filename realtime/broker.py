@@ -28,6 +28,9 @@ logger = logging.getLogger("realtime")
 
 PUBLICATION = "rt.pub"
 CONTROL = "rt.control"
+PROBE = "rt.probe"
+PROBE_INTERVAL = 1.0
+PROBE_TIMEOUT = 2.0
 
 
 def _running_loop():
@@ -81,7 +84,36 @@ class LayerBroker:
     async def start(self, hub) -> None:
         hub.layer_channel = await self.layer.new_channel("realtime.hub.")
         await self.layer.group_add(CONTROL_GROUP, hub.layer_channel)
+        hub.probe_returned = asyncio.Event()
         hub.spawn(self._receive(hub))
+        hub.spawn(self._watch(hub))
+
+    async def _watch(self, hub) -> None:
+        """Notice the broker going away and coming back.
+
+        Once a second the hub sends a probe to its own layer channel and waits for it to
+        return through Redis: that proves publishing and the (re)subscribed listening
+        connection both work. When probes return again after failing, publications may
+        have been lost in between, so every local subscriber is told.
+        """
+        healthy = True
+        while True:
+            await asyncio.sleep(PROBE_INTERVAL)
+            hub.probe_returned.clear()
+            try:
+                await asyncio.wait_for(self.layer.send(hub.layer_channel, {"type": PROBE}), PROBE_TIMEOUT)
+                await asyncio.wait_for(hub.probe_returned.wait(), PROBE_TIMEOUT)
+                ok = True
+            except Exception:  # timeouts included
+                ok = False
+            if ok and not healthy:
+                logger.warning(
+                    "realtime: the broker is back; telling subscribers they may have missed messages"
+                )
+                hub.broker_recovered()
+            elif healthy and not ok:
+                logger.warning("realtime: the broker is unreachable; publications cannot be delivered")
+            healthy = ok
 
     async def _receive(self, hub) -> None:
         while True:
@@ -100,6 +132,8 @@ class LayerBroker:
                 hub.deliver(message["channel"], message["frame"], message["via"], info)
             elif kind == CONTROL:
                 hub.request_revalidation()
+            elif kind == PROBE:
+                hub.probe_returned.set()
 
     async def listen(self, name: str, hub) -> None:
         await self.layer.group_add(group_name(name), hub.layer_channel)

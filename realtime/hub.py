@@ -27,6 +27,7 @@ from .conf import settings
 from .errors import Unavailable
 from .names import is_pattern, pattern_prefix, patterns_matching, topic
 from .permissions import get_policy
+from .protocol import missed_frame
 
 logger = logging.getLogger("realtime")
 
@@ -214,6 +215,12 @@ class Hub:
                 seen.add(conn)
                 if responsible and info is not None and policy.can_subscribe(conn.principal, info):
                     conn.push(frame)
+
+    def broker_recovered(self) -> None:
+        """The broker was unreachable for a while: every subscription may have a gap."""
+        for conn in list(self.connections):
+            for name in list(conn.subscriptions):
+                conn.push(missed_frame(name, "broker_unavailable"))
 
     # Revalidation ------------------------------------------------------------------
 

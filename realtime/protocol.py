@@ -13,7 +13,8 @@ that is echoed in the reply::
     {"publish": {"channel": "rooms/lobby", "event": "chat", "data": {"text": "hi"}}}
 
 Server frames are replies (``{"ok": true}`` / ``{"err": "code"}``), publications
-(``{"message": {...}}``) and notices (``{"unsubscribed": {...}}``, ``{"logout": {...}}``).
+(``{"message": {...}}``) and notices (``{"unsubscribed": {...}}``, ``{"missed": {...}}``,
+``{"logout": {...}}``).
 """
 
 from __future__ import annotations
@@ -283,6 +284,11 @@ def message_frame(channel: str, event: str, data: Any, user: dict | None = None)
 
 def unsubscribed_frame(channel: str, reason: str) -> str:
     return encode({"unsubscribed": {"channel": channel, "reason": reason}})
+
+
+def missed_frame(channel: str, reason: str) -> str:
+    """The subscription is still there, but publications on it may have been lost."""
+    return encode({"missed": {"channel": channel, "reason": reason}})
 
 
 def logout_frame(reason: str) -> str:

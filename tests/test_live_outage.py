@@ -34,3 +34,25 @@ def test_connection_while_redis_is_down_is_closed_with_4005_and_the_process_reco
     lonely_redis.start()
     client = connect(server_on_lonely_redis)
     assert client.request("ping")["ok"] is True
+
+
+def test_publications_resume_after_redis_restarts_and_subscribers_are_told_of_the_gap(
+    lonely_redis, server_on_lonely_redis, connect, make_key, make_channel, uid
+):
+    news = make_channel(f"news-{uid}")
+    reader, writer = connect(server_on_lonely_redis), connect(server_on_lonely_redis)
+    reader.auth(make_key(access="read-only"))
+    writer.auth(make_key())
+    reader.subscribe(news.name)
+    writer.publish(news.name, "e", "before")
+    assert reader.next_message()["message"]["data"] == "before"
+
+    lonely_redis.stop()
+    assert writer.publish(news.name, "e", "during")["err"] == "unavailable"
+    lonely_redis.start()
+
+    assert reader.next_message(timeout=15) == {
+        "missed": {"channel": news.name, "reason": "broker_unavailable"}
+    }
+    assert writer.publish(news.name, "e", "after")["ok"] is True
+    assert reader.next_message(timeout=10)["message"]["data"] == "after"

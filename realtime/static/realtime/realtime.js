@@ -653,6 +653,8 @@ export class RealtimeClient extends EventTarget {
     else if (frame.message) this._onPublication(frame.message);
     else if (frame.unsubscribed) this._onUnsubscribedNotice(frame);
     else if (frame.logout) this._onLogoutNotice(frame);
+    // The subscription stays; the page learns that publications may have been lost.
+    else if (frame.missed) this._emit("realtime:notice", frame);
     // Anything else is from a later protocol version: ignored, as the protocol asks.
   }
 
