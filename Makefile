@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cksum < requirements.txt | cut -d' ' -f1)
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint format clean
+.PHONY: install run test lint format clean bench
 
 $(STAMP): requirements.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ run: install
 ## Lint, then the whole suite (starts its own Redis and server processes).
 test: install lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## Every benchmark scenario against realtime and its baselines (needs Node 18+); writes docs/performance.md.
+bench: install
+	$(BIN)/python bench/run.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -1,0 +1,1 @@
+"""Benchmarks: bench/micro.py, bench/fanout.py and `make bench` (bench/run.py)."""

@@ -1,0 +1,1 @@
+"""Baseline servers for ``make bench`` (bench/run.py): not part of realtime."""
