@@ -153,6 +153,14 @@ def _n(value) -> str:
     return "–" if value is None else f"{value:,.0f}"
 
 
+def _rate(row: dict) -> str:
+    """deliveries/s, with the range when the round was repeated."""
+    samples = row.get("samples") or []
+    if len(samples) < 2:
+        return _n(row["deliveries_per_s"])
+    return f"{_n(row['deliveries_per_s'])} ({_n(min(samples))}–{_n(max(samples))})"
+
+
 def _ms(value) -> str:
     if value is None:
         return "–"
@@ -282,7 +290,7 @@ def _fanout(data: dict, names: dict) -> list[str]:
         [
             f"{r['subscribers']:,} × {r['messages']}",
             names[r["server"]],
-            _n(r["deliveries_per_s"]),
+            _rate(r),
             _ms(r["p50_ms"]),
             _ms(r["p99_ms"]),
             _delivered(r),
@@ -295,7 +303,8 @@ def _fanout(data: dict, names: dict) -> list[str]:
     )
     intro = (
         "The publisher sends M messages, each once the previous one is acknowledged. deliveries/s "
-        "counts from the first publish to the last delivery; latency runs from the publisher's "
+        "counts from the first publish to the last delivery; rounds shorter than 5 s run three times "
+        "and show the median run, with the range in brackets. Latency runs from the publisher's "
         "timestamp in the data to the subscriber's receipt."
     )
     header = [
@@ -315,7 +324,7 @@ def _channels(data: dict, names: dict) -> list[str]:
         [
             f"{r['own']:,} own + {r['shared']} shared",
             names[r["server"]],
-            _n(r["deliveries_per_s"]),
+            _rate(r),
             _ms(r["p50_ms"]),
             _ms(r["p99_ms"]),
             _delivered(r),
@@ -394,7 +403,7 @@ def _scaleout(data: dict, names: dict) -> list[str]:
                 f"{r['subscribers']:,} × {r['messages']}",
                 names[r["server"]],
                 _n(rate),
-                _n(r["deliveries_per_s"]),
+                _rate(r),
                 _x(_ratio(r["deliveries_per_s"], rate)),
                 _ms(r["p50_ms"]),
                 _ms(r["p99_ms"]),
@@ -439,8 +448,8 @@ def _generator(data: dict, names: dict) -> list[str]:
             rows.append(
                 [
                     names[r["server"]],
-                    _n(one["deliveries_per_s"]),
-                    _n(r["deliveries_per_s"]),
+                    _rate(one),
+                    _rate(r),
                     _x(_ratio(r["deliveries_per_s"], one["deliveries_per_s"])),
                     f"{one['cpu']['server']:.2f}",
                     f"{one['cpu']['generators']:.2f}",
