@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import threading
 
-from asgiref.sync import async_to_sync
+import msgpack
+from asgiref.sync import async_to_sync, sync_to_async
 
+from . import durable, history, presence, protocol
 from .errors import Unavailable
 from .names import CONTROL_GROUP, group_name
 from .registry import ChannelInfo
@@ -29,6 +32,7 @@ logger = logging.getLogger("realtime")
 PUBLICATION = "rt.pub"
 CONTROL = "rt.control"
 PROBE = "rt.probe"
+READY = "rt.ready"
 PROBE_INTERVAL = 1.0
 PROBE_TIMEOUT = 2.0
 
@@ -40,11 +44,31 @@ def _running_loop():
         return None
 
 
+def _topics(name: str) -> tuple[tuple[str, str], ...]:
+    """The broker topics a publication on ``name`` goes to, with what each copy is for:
+    the channel's own, its top-level tree (prefixed patterns) and bare patterns."""
+    return ((name, "exact"), ("tree:" + name.split("/", 1)[0], "tree"), ("*", "all"))
+
+
+async def _mirror(name: str, position, frame: str, info) -> None:
+    """Write a durable channel's publication to the database (a thread hop, durable channels only)."""
+    try:
+        await sync_to_async(durable.store)(name, position.offset, position.epoch, frame, info)
+    except Exception:
+        logger.exception(
+            "realtime: could not keep publication %s of %s in the database", position.offset, name
+        )
+
+
 class LocalBroker:
     """Delivers within this process, to every hub (one per event loop, usually one)."""
 
     kind = "local"
     multi_process = False
+
+    def __init__(self) -> None:
+        self.history = history.MemoryHistory()
+        self.presence = presence.MemoryPresence()
 
     async def start(self, hub) -> None:
         pass
@@ -55,15 +79,31 @@ class LocalBroker:
     async def unlisten(self, name: str, hub) -> None:
         pass
 
-    async def publish(self, name: str, frame: str, info) -> None:
+    async def publish(self, name: str, frame: str, info) -> history.Position | None:
         from .hub import live_hubs
 
+        position = offset = None
+        if info.has_history:
+            stream = await self.history.prepare(name, info)
+            # No await from numbering to delivery: subscribers see offsets in order.
+            frame, position = self.history.append(stream, frame)
+            offset = position.offset
         here = _running_loop()
         for hub in live_hubs():
             if hub.loop is here:
-                hub.deliver(name, frame, None, info)
+                hub.deliver(name, frame, None, info, offset)
             else:
-                hub.loop.call_soon_threadsafe(hub.deliver, name, frame, None, info)
+                hub.loop.call_soon_threadsafe(hub.deliver, name, frame, None, info, offset)
+        if position is not None and info.history_durable:
+            await _mirror(name, position, frame, info)
+        return position
+
+    async def notice(self, name: str, frame: str) -> None:
+        """A frame for the channel's exact subscribers that is no publication (join, leave)."""
+        from .hub import live_hubs
+
+        for hub in live_hubs():
+            hub.loop.call_soon_threadsafe(hub.deliver, name, frame, "exact")
 
     def notify_changed(self) -> None:
         from .hub import live_hubs
@@ -80,6 +120,8 @@ class LayerBroker:
 
     def __init__(self, layer) -> None:
         self.layer = layer
+        self.history, self._group_prefix = _redis_history(layer)
+        self.presence = presence.RedisPresence(self.history.client) if self.history else None
 
     async def start(self, hub) -> None:
         hub.layer_channel = await self.layer.new_channel("realtime.hub.")
@@ -127,40 +169,90 @@ class LayerBroker:
                 continue
             kind = message.get("type")
             if kind == PUBLICATION:
-                cid, cname, subchannels, anonymous = message["info"]
-                info = ChannelInfo(cid, cname, subchannels, anonymous)
-                hub.deliver(message["channel"], message["frame"], message["via"], info)
+                info = message["info"] and ChannelInfo.from_list(message["info"])
+                frame, offset = message["frame"], message.get("offset")
+                if offset is not None:
+                    offset = int(offset)
+                    frame = protocol.stamp(frame, offset, message["epoch"])
+                hub.deliver(message["channel"], frame, message["via"], info, offset)
+            elif kind == READY:
+                waiter = hub.ready_waiters.get(message["token"])
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
             elif kind == CONTROL:
                 hub.request_revalidation()
             elif kind == PROBE:
                 hub.probe_returned.set()
 
     async def listen(self, name: str, hub) -> None:
-        await self.layer.group_add(group_name(name), hub.layer_channel)
+        """Join the topic's group and return once Redis delivers it here.
+
+        A SUBSCRIBE is sent without waiting for Redis to confirm it, so a message sent
+        through the group is waited for: after that, nothing published can be missed
+        (recovery from history relies on it).
+        """
+        group = group_name(name)
+        await self.layer.group_add(group, hub.layer_channel)
+        token = secrets.token_hex(8)
+        waiter = hub.ready_waiters[token] = hub.loop.create_future()
+        try:
+            await self.layer.group_send(group, {"type": READY, "token": token})
+            await asyncio.wait_for(waiter, PROBE_TIMEOUT)
+        finally:
+            hub.ready_waiters.pop(token, None)
 
     async def unlisten(self, name: str, hub) -> None:
         await self.layer.group_discard(group_name(name), hub.layer_channel)
 
-    async def publish(self, name: str, frame: str, info) -> None:
-        """One layer message per topic that may have listeners: the channel's own, its
-        top-level tree (pattern subscribers), and bare patterns. Redis drops a PUBLISH
-        nobody listens to, so a process only receives the copies it asked for."""
-        message = {
-            "type": PUBLICATION,
-            "channel": name,
-            "frame": frame,
-            "info": [info.id, info.name, info.include_subchannels, info.anonymous_read],
-        }
-        tree = "tree:" + name.split("/", 1)[0]
+    async def publish(self, name: str, frame: str, info) -> history.Position | None:
+        """One layer message per topic that may have listeners (see :func:`_topics`).
+        Redis drops a PUBLISH nobody listens to, so a process only receives the copies
+        it asked for.
+
+        On a channel with history, the Lua script in ``realtime.history`` numbers and
+        stores the publication and PUBLISHes the copies in one atomic step, so every
+        process receives a channel's publications in offset order.
+        """
+        message = {"type": PUBLICATION, "channel": name, "frame": frame, "info": info.as_list()}
+        if info.has_history and self.history is None:
+            raise Unavailable("history needs a Redis channel layer (channels_redis)")
         try:
-            for key, via in ((name, "exact"), (tree, "tree"), ("*", "all")):
-                await self.layer.group_send(group_name(key), {**message, "via": via})
+            if not info.has_history:
+                for key, via in _topics(name):
+                    await self.layer.group_send(group_name(key), {**message, "via": via})
+                return None
+            if self._group_prefix is not None:
+                copies = [
+                    (f"{self._group_prefix}{group_name(key)}", _msgpack_head({**message, "via": via}))
+                    for key, via in _topics(name)
+                ]
+                position, stamped = await self.history.append(name, frame, info, copies, _MSGPACK_MIDDLE)
+            else:
+                # A layer the script cannot publish through: number first, then send.
+                # Publications from several processes at once may then arrive out of order.
+                position, stamped = await self.history.append(name, frame, info)
+                digits = f"{position.offset:0{history.OFFSET_DIGITS}d}"
+                for key, via in _topics(name):
+                    await self.layer.group_send(
+                        group_name(key), {**message, "via": via, "offset": digits, "epoch": position.epoch}
+                    )
         except (TimeoutError, OSError, ConnectionError) as error:
             raise Unavailable(f"the broker is unreachable: {error}") from error
         except Exception as error:
             if type(error).__module__.startswith("redis"):
                 raise Unavailable(f"the broker is unreachable: {error}") from error
             raise
+        if info.history_durable:
+            await _mirror(name, position, stamped, info)
+        return position
+
+    async def notice(self, name: str, frame: str) -> None:
+        """A frame for the channel's exact subscribers that is no publication (join, leave)."""
+        message = {"type": PUBLICATION, "channel": name, "frame": frame, "info": None, "via": "exact"}
+        try:
+            await self.layer.group_send(group_name(name), message)
+        except Exception:
+            logger.warning("realtime: could not send a presence notice on %s", name, exc_info=True)
 
     def notify_changed(self) -> None:
         loop = _running_loop()
@@ -180,6 +272,38 @@ class LayerBroker:
                 "live connections pick it up at the next revalidation",
                 exc_info=True,
             )
+
+
+# The layer message of a publication with history ends in "offset" and "epoch", both
+# fixed-length strings (fixstr), so the Lua script can append them to bytes made here.
+_MSGPACK_OFFSET = msgpack.packb("offset") + bytes([0xA0 | history.OFFSET_DIGITS])
+_MSGPACK_MIDDLE = msgpack.packb("epoch") + bytes([0xA0 | history.EPOCH_BYTES * 2])
+
+
+def _msgpack_head(message: dict) -> bytes:
+    """msgpack of ``message`` plus the two fields the script appends, up to the offset digits."""
+    count = len(message) + 2
+    assert count < 16  # a fixmap
+    body = b"".join(msgpack.packb(key) + msgpack.packb(value) for key, value in message.items())
+    return bytes([0x80 | count]) + body + _MSGPACK_OFFSET
+
+
+def _redis_history(layer):
+    """The history store for a Redis layer, and the prefix of its group pubsub channels
+    when the Lua script can publish through it (None when it cannot)."""
+    from channels_redis.utils import decode_hosts
+
+    module = type(layer).__module__
+    if not module.startswith("channels_redis"):
+        return None, None
+    if module == "channels_redis.pubsub":
+        options = layer._kwargs
+        hosts = decode_hosts(options.get("hosts") or (layer._args[0] if layer._args else None))
+        probe = {"type": "x", "n": [1, True]}
+        plain = layer.serialize(probe) == msgpack.packb(probe)  # no encryption or prefix
+        prefix = f"{options.get('prefix', 'asgi')}__group__" if plain and len(hosts) == 1 else None
+        return history.RedisHistory(hosts[0]), prefix
+    return history.RedisHistory(layer.hosts[0]), None
 
 
 _pending_announcements: set = set()

@@ -16,6 +16,8 @@ NUMBERS = {
     "MAX_AUTH_FAILURES": int,
     "MAX_INVALID_FRAMES": int,
     "MAX_PENDING_FRAMES": int,
+    "RECOVERY_LIMIT": int,
+    "PRESENCE_TTL": (int, float),
     "RATE_BURST": int,
     "RATE_LIMIT": (int, float),
     "REVALIDATE_INTERVAL": (int, float),

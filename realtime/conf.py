@@ -34,6 +34,12 @@ DEFAULTS: dict[str, Any] = {
     # (".example.com" matches subdomains, "*" matches any). None means: derived from
     # ALLOWED_HOSTS, the way Channels' AllowedHostsOriginValidator does it.
     "ALLOWED_ORIGINS": None,
+    # Most publications a subscribe with "since" replays; a longer gap is not recovered
+    # (the reply says recovered: false and the client reloads, e.g. from the history).
+    "RECOVERY_LIMIT": 500,
+    # Seconds a presence entry lives without being renewed (its process renews it every
+    # third of this): how long a member of a process that died unannounced stays listed.
+    "PRESENCE_TTL": 30.0,
     # Dotted path to the permission policy class.
     "POLICY": "realtime.permissions.Policy",
     # Where the WebSocket consumer is mounted (realtime.routing uses /realtime/ws); the

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 
 from channels.consumer import AsyncConsumer
 from channels.exceptions import StopConsumer
@@ -26,8 +27,10 @@ from .errors import (
     AlreadyAuthenticated,
     CloseCode,
     ErrorCode,
+    HistoryDisabled,
     InvalidChannel,
     InvalidData,
+    PresenceDisabled,
     RateLimited,
     RealtimeError,
     TooManySubscriptions,
@@ -66,6 +69,7 @@ class RealtimeConsumer(AsyncConsumer):
 
     async def websocket_connect(self, message: dict) -> None:
         self.subscriptions: set[str] = set()
+        self.client_id = uuid.uuid4().hex
         self.invalid_frames = 0
         self.auth_failures = 0
         self.max_message_size = settings.MAX_MESSAGE_SIZE
@@ -145,6 +149,8 @@ class RealtimeConsumer(AsyncConsumer):
 
     async def do_subscribe(self, command: protocol.Subscribe) -> None:
         name = validate_subscription_name(command.channel)
+        if command.since is not None and is_pattern(name):
+            raise InvalidData("since recovers one channel's history; patterns have none")
         if name in self.subscriptions:
             self.push(protocol.ok_frame(command.id))
             return
@@ -152,10 +158,87 @@ class RealtimeConsumer(AsyncConsumer):
             raise TooManySubscriptions(f"at most {settings.MAX_SUBSCRIPTIONS} subscriptions")
         if is_pattern(name):
             await self._authorize_pattern(name)
+            await self.hub.subscribe(self, name)
+            self.push(protocol.ok_frame(command.id))
+            return
+        info = await self._authorize_channel(name)
+        if info.presence:
+            await self._subscribe_present(command, name, info)
+        elif info.has_history:
+            await self._subscribe_with_history(command, name, info)
         else:
-            await self._authorize_channel(name)
-        await self.hub.subscribe(self, name)
-        self.push(protocol.ok_frame(command.id))
+            await self.hub.subscribe(self, name)
+            extra = {"recovered": False} if command.since is not None else {}
+            self.push(protocol.ok_frame(command.id, **extra))
+
+    async def _subscribe_present(self, command: protocol.Subscribe, name: str, info) -> None:
+        """Subscribe to a channel with presence: listed once subscribed, before the reply."""
+        if info.has_history:
+            await self._subscribe_with_history(command, name, info, client=self.client_id)
+        else:
+            await self.hub.subscribe(self, name)
+        if name not in self.subscriptions:
+            return
+        try:
+            await self.hub.join(self, name, info)
+        except BaseException:
+            self.hub.unsubscribe(self, name)
+            raise
+        if not info.has_history:
+            extra = {"recovered": False} if command.since is not None else {}
+            self.push(protocol.ok_frame(command.id, client=self.client_id, **extra))
+
+    async def _subscribe_with_history(self, command: protocol.Subscribe, name: str, info, **reply) -> None:
+        """Subscribe, recovering what was published after ``command.since`` first.
+
+        Live publications are held back from the moment the hub listens; the stored
+        ones are then read, and both are sent in offset order with none twice. A
+        reply of ``recovered: false`` means nothing was replayed (the epoch changed,
+        the gap is older than the history keeps, or longer than ``RECOVERY_LIMIT``).
+        """
+        since = command.since
+        store = self.hub.broker.history
+        await self.hub.subscribe(self, name, hold=True)
+        try:
+            if since is None:
+                position = await store.position(name, info)
+                replay, recovered = [], None
+            else:
+                replay, recovered, position = await self._recover(store, name, info, since)
+        except BaseException:
+            self.hub.unsubscribe(self, name)
+            raise
+        if name not in self.subscriptions:
+            return  # dropped meanwhile (revoked, deactivated)
+        # From here to the end: no await, so nothing is delivered in between.
+        held = self.hub.release(self, name)
+        last = replay[-1][0] if replay else (since.offset if recovered else position.offset)
+        extra = {**reply, "offset": max(last, position.offset), "epoch": position.epoch}
+        if recovered is not None:
+            extra["recovered"] = recovered
+        self.push(protocol.ok_frame(command.id, **extra))
+        for _, frame in replay:
+            self.push(frame)
+        for offset, frame in held:
+            if offset is None or offset > last:
+                self.push(frame)
+
+    async def _recover(self, store, name: str, info, since: protocol.Since):
+        limit = min(settings.RECOVERY_LIMIT, protocol.HISTORY_MAX_LIMIT)
+        page = await store.read(name, info, since.offset, limit, since.epoch)
+        if not page.complete or page.more or since.offset > page.position.offset:
+            return [], False, page.position
+        replay = list(zip(page.offsets, page.frames, strict=True))
+        # The store answered after the hub began listening, so anything newer is held.
+        # A gap between the two can only come from a layer that numbers and sends in two
+        # steps (see realtime.broker): read the missing part once more.
+        held = self.hub.held(self, name)
+        last = replay[-1][0] if replay else since.offset
+        first_held = next((offset for offset, _ in held if offset is not None), None)
+        if first_held is not None and first_held > last + 1:
+            more = await store.read(name, info, last, first_held - last - 1, since.epoch)
+            replay += zip(more.offsets, more.frames, strict=True)
+        return replay, True, page.position
 
     async def _authorize_pattern(self, pattern: str) -> None:
         prefix = pattern_prefix(pattern)
@@ -165,7 +248,7 @@ class RealtimeConsumer(AsyncConsumer):
                 raise AccessDenied("this pattern is outside what these credentials may read")
             raise InvalidChannel(f"no active channel covers {prefix!r}")
 
-    async def _authorize_channel(self, name: str) -> None:
+    async def _authorize_channel(self, name: str) -> registry.ChannelInfo:
         info = await registry.aresolve(name)
         if self.principal is None and (info is None or not info.anonymous_read):
             raise AccessDenied("authenticate first")
@@ -173,6 +256,24 @@ class RealtimeConsumer(AsyncConsumer):
             raise InvalidChannel(f"no active channel covers {name!r}")
         if not get_policy().can_subscribe(self.principal, info):
             raise AccessDenied("channel is outside this key's scope")
+        return info
+
+    async def do_history(self, command: protocol.History) -> None:
+        name = validate_channel_name(command.channel)
+        info = await self._authorize_channel(name)
+        if not info.has_history:
+            raise HistoryDisabled(f"{name!r} keeps no history")
+        page = await self.hub.broker.history.read(name, info, command.since, command.limit, command.epoch)
+        self.push(protocol.history_reply(command.id, name, page))
+
+    async def do_presence(self, command: protocol.Presence) -> None:
+        name = validate_channel_name(command.channel)
+        info = await self._authorize_channel(name)
+        if not info.presence:
+            raise PresenceDisabled(f"{name!r} has no presence")
+        members, left = await self.hub.broker.presence.members(name)
+        await self.hub.announce_left(name, info, left)
+        self.push(protocol.presence_reply(command.id, name, members))
 
     async def do_unsubscribe(self, command: protocol.Unsubscribe) -> None:
         name = validate_subscription_name(command.channel)
@@ -190,8 +291,12 @@ class RealtimeConsumer(AsyncConsumer):
             raise InvalidChannel(f"no active channel covers {name!r}")
         if not get_policy().can_publish(self.principal, info):
             raise AccessDenied("channel is outside this key's scope")
-        await send_publication(name, command.event, command.data, self.principal.user, info=info)
-        self.push(protocol.ok_frame(command.id))
+        user = self.principal.user
+        publication = await send_publication(name, command.event, command.data, user, info=info)
+        if publication.offset is None:
+            self.push(protocol.ok_frame(command.id))
+        else:
+            self.push(protocol.ok_frame(command.id, offset=publication.offset, epoch=publication.epoch))
 
     async def do_logout(self, command: protocol.Logout) -> None:
         self._logout()
@@ -264,6 +369,8 @@ COMMANDS = {
     protocol.Subscribe: RealtimeConsumer.do_subscribe,
     protocol.Unsubscribe: RealtimeConsumer.do_unsubscribe,
     protocol.Publish: RealtimeConsumer.do_publish,
+    protocol.History: RealtimeConsumer.do_history,
+    protocol.Presence: RealtimeConsumer.do_presence,
     protocol.Logout: RealtimeConsumer.do_logout,
     protocol.Disconnect: RealtimeConsumer.do_disconnect,
     protocol.Ping: RealtimeConsumer.do_ping,

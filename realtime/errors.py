@@ -20,6 +20,8 @@ class ErrorCode(enum.StrEnum):
     TOO_MANY_SUBSCRIPTIONS = "too_many_subscriptions"
     ALREADY_AUTHENTICATED = "already_authenticated"
     RATE_LIMITED = "rate_limited"
+    HISTORY_DISABLED = "history_disabled"
+    PRESENCE_DISABLED = "presence_disabled"
     UNAVAILABLE = "unavailable"
     INTERNAL_ERROR = "internal_error"
 
@@ -107,6 +109,20 @@ class RateLimited(RealtimeError):
 
     code = ErrorCode.RATE_LIMITED
     http_status = 429
+
+
+class HistoryDisabled(RealtimeError):
+    """``history`` (or the HTTP log) on a channel that keeps no history."""
+
+    code = ErrorCode.HISTORY_DISABLED
+    http_status = 404
+
+
+class PresenceDisabled(RealtimeError):
+    """``presence`` on a channel without presence."""
+
+    code = ErrorCode.PRESENCE_DISABLED
+    http_status = 404
 
 
 class Unavailable(RealtimeError):

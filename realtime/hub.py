@@ -27,7 +27,7 @@ from .conf import settings
 from .errors import Unavailable
 from .names import is_pattern, pattern_prefix, patterns_matching, topic
 from .permissions import get_policy
-from .protocol import missed_frame
+from .protocol import join_frame, leave_frame, missed_frame
 
 logger = logging.getLogger("realtime")
 
@@ -37,6 +37,7 @@ class Subscriber(Protocol):
 
     principal: auth.Principal | None
     subscriptions: set[str]
+    client_id: str  # public: shown in presence
 
     def push(self, frame: str) -> None: ...
     def drop_subscription(self, name: str, reason: str) -> None: ...
@@ -84,7 +85,13 @@ class Hub:
         # Broker topic (names.topic) -> the subscription names listening through it.
         self.topics: dict[str, set[str]] = {}
         self.connections: set[Subscriber] = set()
+        # Channel -> connections recovering from history: their live publications are
+        # held back (with offsets) until the stored ones have been sent.
+        self.holding: dict[str, dict[Subscriber, list[tuple[int | None, str]]]] = {}
         self.layer_channel: str | None = None
+        self.ready_waiters: dict[str, asyncio.Future] = {}
+        # Channel with presence -> (its configuration, local connections with an entry).
+        self.present: dict[str, tuple[object, set[Subscriber]]] = {}
         self.started: asyncio.Task
         self._listening: dict[str, asyncio.Task] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -96,6 +103,7 @@ class Hub:
         interval = settings.REVALIDATE_INTERVAL
         if interval:
             self.spawn(self._periodic(interval))
+        self.spawn(self._renew_presence())
 
     def stop(self) -> None:
         for task in list(self._tasks):
@@ -117,10 +125,16 @@ class Hub:
         for name in list(conn.subscriptions):
             self.unsubscribe(conn, name)
 
-    async def subscribe(self, conn: Subscriber, name: str) -> None:
+    async def subscribe(self, conn: Subscriber, name: str, hold: bool = False) -> None:
         """Add a local subscriber (to a channel or a pattern); returns once the broker
-        delivers its topic here."""
+        delivers its topic here.
+
+        With ``hold``, publications for ``conn`` on ``name`` are kept back until
+        :meth:`release` (the connection is recovering from history meanwhile).
+        """
         key = topic(name)
+        if hold:
+            self.holding.setdefault(name, {})[conn] = []
         subs = self.subscribers.get(name)
         if subs is None:
             subs = self.subscribers[name] = set()
@@ -152,8 +166,29 @@ class Hub:
         if self._listening.get(key) is pending:
             del self._listening[key]
 
+    def release(self, conn: Subscriber, name: str) -> list[tuple[int | None, str]]:
+        """Stop holding ``conn``'s publications on ``name``; returns those held, in order."""
+        held = self.holding.get(name)
+        if held is None:
+            return []
+        frames = held.pop(conn, [])
+        if not held:
+            del self.holding[name]
+        return frames
+
+    def held(self, conn: Subscriber, name: str) -> list[tuple[int | None, str]]:
+        return self.holding.get(name, {}).get(conn, [])
+
     def unsubscribe(self, conn: Subscriber, name: str) -> None:
         conn.subscriptions.discard(name)
+        if name in self.holding:
+            self.release(conn, name)
+        present = self.present.get(name)
+        if present is not None and conn in present[1]:
+            present[1].discard(conn)
+            if not present[1]:
+                del self.present[name]
+            self.spawn(self._leave(name, conn.client_id, present[0]))
         subs = self.subscribers.get(name)
         if subs is None or conn not in subs:
             return
@@ -179,7 +214,9 @@ class Hub:
 
     # Fan-out -----------------------------------------------------------------------
 
-    def deliver(self, name: str, frame: str, via: str | None = None, info=None) -> None:
+    def deliver(
+        self, name: str, frame: str, via: str | None = None, info=None, offset: int | None = None
+    ) -> None:
         """Hand one encoded publication on ``name`` to every local subscriber, once each.
 
         ``via`` says which broker topic carried this copy (``exact``, ``tree`` or
@@ -187,12 +224,22 @@ class Hub:
         Each connection is served by exactly one copy: exact subscribers by the exact
         one, pattern subscribers by the tree or the bare-pattern one. ``info`` is the
         channel the publisher resolved; pattern subscribers only get what they may read.
+        ``offset`` is the publication's place in the channel's history, if it has one.
         """
         if via is None or via == "exact":
             subs = self.subscribers.get(name)
             if subs:
-                for conn in subs:
-                    conn.push(frame)
+                holding = self.holding.get(name)
+                if holding is None:
+                    for conn in subs:
+                        conn.push(frame)
+                else:
+                    for conn in subs:
+                        held = holding.get(conn)
+                        if held is None:
+                            conn.push(frame)
+                        else:
+                            held.append((offset, frame))
             if via == "exact":
                 return
         if self.patterns:
@@ -221,6 +268,45 @@ class Hub:
         for conn in list(self.connections):
             for name in list(conn.subscriptions):
                 conn.push(missed_frame(name, "broker_unavailable"))
+
+    # Presence ----------------------------------------------------------------------
+
+    async def join(self, conn: Subscriber, name: str, info) -> None:
+        """Record ``conn`` as present on ``name`` (which it has subscribed to)."""
+        user = conn.principal.user if conn.principal is not None else None
+        self.present.setdefault(name, (info, set()))[1].add(conn)
+        joined, left = await self.broker.presence.add(name, conn.client_id, user, settings.PRESENCE_TTL)
+        if joined and info.join_leave:
+            await self.broker.notice(name, join_frame(name, {"client": conn.client_id, "user": user}))
+        await self.announce_left(name, info, left)
+
+    async def _leave(self, name: str, client_id: str, info) -> None:
+        try:
+            gone, left = await self.broker.presence.remove(name, client_id)
+            if gone is not None:
+                left.append(gone)
+            await self.announce_left(name, info, left)
+        except Exception as error:
+            # The entry expires by itself within PRESENCE_TTL.
+            logger.warning("realtime: could not remove a presence entry on %s: %s", name, error)
+
+    async def announce_left(self, name: str, info, left: list[dict]) -> None:
+        if info.join_leave:
+            for member in left:
+                await self.broker.notice(name, leave_frame(name, member))
+
+    async def _renew_presence(self) -> None:
+        """Renew this process's entries; sweeping on the way announces members whose
+        process died (their entries stopped being renewed)."""
+        while True:
+            ttl = settings.PRESENCE_TTL
+            await asyncio.sleep(ttl / 3)
+            for name, (info, conns) in list(self.present.items()):
+                try:
+                    left = await self.broker.presence.refresh(name, [c.client_id for c in conns], ttl)
+                    await self.announce_left(name, info, left)
+                except Exception as error:
+                    logger.warning("realtime: could not renew presence on %s: %s", name, error)
 
     # Revalidation ------------------------------------------------------------------
 

@@ -52,6 +52,34 @@ class Channel(models.Model):
         default=False,
         help_text=_("Anyone may subscribe without credentials. Publishing always needs a key."),
     )
+    history_size = models.PositiveIntegerField(
+        _("history size"),
+        default=0,
+        help_text=_(
+            "Publications kept per channel for history and recovery after a reconnect (0: no history). "
+            "A channel covering sub-channels keeps this many for each of them."
+        ),
+    )
+    history_ttl = models.PositiveIntegerField(
+        _("history lifetime (seconds)"),
+        default=24 * 3600,
+        help_text=_("How long a publication is kept (0: as long as the history size allows)."),
+    )
+    history_durable = models.BooleanField(
+        _("durable history"),
+        default=False,
+        help_text=_("Also keep the history in the database, so it survives Redis being flushed."),
+    )
+    presence = models.BooleanField(
+        _("presence"),
+        default=False,
+        help_text=_("Subscribers may ask who else is subscribed."),
+    )
+    join_leave = models.BooleanField(
+        _("join and leave events"),
+        default=False,
+        help_text=_("Subscribers are told when a member joins or leaves (needs presence)."),
+    )
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
 
@@ -62,6 +90,16 @@ class Channel(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        if self.history_durable and not self.history_size:
+            raise ValidationError(
+                {"history_durable": _("A durable history needs a history size.")}, code="no_history"
+            )
+        if self.join_leave and not self.presence:
+            raise ValidationError(
+                {"join_leave": _("Join and leave events need presence.")}, code="no_presence"
+            )
 
 
 class AccessKeyQuerySet(models.QuerySet):
@@ -156,3 +194,43 @@ class AccessKey(models.Model):
     @property
     def is_usable(self) -> bool:
         return self.is_active and not self.is_expired
+
+
+class Stream(models.Model):
+    """Where a durable channel's history stands: its epoch and its last offset.
+
+    Only channels with a durable history have one (``realtime.durable``). ``name`` is
+    the channel published to (``rooms/42``), which may be covered by a row such as
+    ``rooms`` rather than have a row of its own.
+    """
+
+    name = models.CharField(_("channel"), max_length=names.MAX_LENGTH, unique=True)
+    epoch = models.CharField(_("epoch"), max_length=32)
+    offset = models.BigIntegerField(_("last offset"), default=0)
+
+    class Meta:
+        verbose_name = _("durable stream")
+        verbose_name_plural = _("durable streams")
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.epoch}:{self.offset}"
+
+
+class StoredPublication(models.Model):
+    """One publication of a durable stream, as the frame subscribers received."""
+
+    stream = models.ForeignKey(Stream, on_delete=models.CASCADE, related_name="publications")
+    offset = models.BigIntegerField(_("offset"))
+    frame = models.TextField(_("frame"))
+    created_at = models.DateTimeField(_("published"), default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["stream", "offset"]
+        constraints = [
+            models.UniqueConstraint(fields=["stream", "offset"], name="realtime_publication_offset"),
+        ]
+        verbose_name = _("stored publication")
+        verbose_name_plural = _("stored publications")
+
+    def __str__(self) -> str:
+        return f"{self.stream.name}:{self.offset}"

@@ -32,6 +32,10 @@ MAX_ID_LENGTH = 64
 MAX_EVENT_LENGTH = 128
 MAX_SECRET_LENGTH = 512
 MAX_TOKEN_LENGTH = 4096
+MAX_EPOCH_LENGTH = 64
+MAX_OFFSET = 2**53 - 1
+HISTORY_DEFAULT_LIMIT = 100
+HISTORY_MAX_LIMIT = 1000
 
 RequestId = str | int | None
 
@@ -47,7 +51,32 @@ class Auth:
 
 
 @dataclass(frozen=True, slots=True)
+class Since:
+    """A position in a channel's stream: the last offset a client saw, in an epoch."""
+
+    offset: int
+    epoch: str
+
+
+@dataclass(frozen=True, slots=True)
 class Subscribe:
+    id: RequestId
+    channel: str
+    # Recover what was published after this position before going live.
+    since: Since | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    id: RequestId
+    channel: str
+    since: int = 0
+    limit: int = HISTORY_DEFAULT_LIMIT
+    epoch: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
     id: RequestId
     channel: str
 
@@ -83,7 +112,7 @@ class Ping:
     id: RequestId
 
 
-Command = Auth | Subscribe | Unsubscribe | Publish | Logout | Disconnect | Ping
+Command = Auth | Subscribe | Unsubscribe | Publish | History | Presence | Logout | Disconnect | Ping
 
 
 def _reject_constant(name: str) -> None:
@@ -172,8 +201,39 @@ def _parse_auth(request_id: RequestId, value: Any) -> Auth:
     return Auth(request_id, _string(body, "secret", "auth", MAX_SECRET_LENGTH), access)
 
 
+def _offset(value: Any, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_OFFSET:
+        raise InvalidData(f"{field} must be an integer from 0 to {MAX_OFFSET}")
+    return value
+
+
+def _epoch(body: dict, command: str) -> str:
+    return _string(body, "epoch", command, MAX_EPOCH_LENGTH)
+
+
 def _parse_subscribe(request_id: RequestId, value: Any) -> Subscribe:
-    return Subscribe(request_id, _channel(_body(value, "subscribe"), "subscribe"))
+    body = _body(value, "subscribe")
+    channel = _channel(body, "subscribe")
+    if body.get("since") is None:
+        return Subscribe(request_id, channel)
+    since = _body(body["since"], "subscribe.since")
+    offset = _offset(since.get("offset"), "subscribe.since.offset")
+    return Subscribe(request_id, channel, Since(offset, _epoch(since, "subscribe.since")))
+
+
+def _parse_history(request_id: RequestId, value: Any) -> History:
+    body = _body(value, "history")
+    channel = _channel(body, "history")
+    since = _offset(body.get("since", 0), "history.since")
+    limit = body.get("limit", HISTORY_DEFAULT_LIMIT)
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= HISTORY_MAX_LIMIT:
+        raise InvalidData(f"history.limit must be an integer from 1 to {HISTORY_MAX_LIMIT}")
+    epoch = _epoch(body, "history") if body.get("epoch") is not None else None
+    return History(request_id, channel, since, limit, epoch)
+
+
+def _parse_presence(request_id: RequestId, value: Any) -> Presence:
+    return Presence(request_id, _channel(_body(value, "presence"), "presence"))
 
 
 def _parse_unsubscribe(request_id: RequestId, value: Any) -> Unsubscribe:
@@ -209,6 +269,8 @@ PARSERS = {
     "subscribe": _parse_subscribe,
     "unsubscribe": _parse_unsubscribe,
     "publish": _parse_publish,
+    "history": _parse_history,
+    "presence": _parse_presence,
     "logout": _parse_logout,
     "disconnect": _parse_disconnect,
     "ping": _parse_ping,
@@ -280,6 +342,47 @@ def message_frame(channel: str, event: str, data: Any, user: dict | None = None)
     if user is not None:
         message["user"] = user
     return encode({"message": message})
+
+
+def stamp(frame: str, offset: int, epoch: str) -> str:
+    """Add a publication's place in its stream to its encoded frame (no re-encoding).
+
+    ``frame`` is a :func:`message_frame`, which ends in ``}}``. The Lua script in
+    ``realtime.history`` does the same splice inside Redis.
+    """
+    return f'{frame[:-2]},"offset":{offset},"epoch":"{epoch}"}}}}'
+
+
+def _reply_head(request_id: RequestId) -> str:
+    return encode({"ok": True, "id": request_id} if request_id is not None else {"ok": True})[:-1]
+
+
+def history_reply(request_id: RequestId, channel: str, page) -> str:
+    """The reply to ``history``: stored frames are spliced in, not decoded and encoded again."""
+    about = encode(
+        {
+            "channel": channel,
+            "offset": page.position.offset,
+            "epoch": page.position.epoch,
+            "complete": page.complete,
+            "next": page.next,
+        }
+    )
+    # Each stored frame is {"message":{...}}: keep the inner object.
+    publications = ",".join(frame[11:-1] for frame in page.frames)
+    return f'{_reply_head(request_id)},"history":{about[:-1]},"publications":[{publications}]}}}}'
+
+
+def presence_reply(request_id: RequestId, channel: str, members: list[dict]) -> str:
+    return ok_frame(request_id, presence={"channel": channel, "members": members})
+
+
+def join_frame(channel: str, member: dict) -> str:
+    return encode({"join": {"channel": channel, **member}})
+
+
+def leave_frame(channel: str, member: dict) -> str:
+    return encode({"leave": {"channel": channel, **member}})
 
 
 def unsubscribed_frame(channel: str, reason: str) -> str:

@@ -22,11 +22,14 @@ from .names import validate_channel_name
 
 @dataclass(frozen=True, slots=True)
 class Publication:
-    """What was published (later releases add the offset in the channel's history)."""
+    """What was published; ``offset`` and ``epoch`` place it in the channel's history
+    (None when the channel keeps none)."""
 
     channel: str
     event: str
     data: Any
+    offset: int | None = None
+    epoch: str | None = None
 
 
 def validate_event(event: object) -> str:
@@ -55,8 +58,10 @@ async def send_publication(
     limit = settings.MAX_MESSAGE_SIZE
     if size > limit:
         raise MessageTooLarge(f"publications are limited to {limit} bytes")
-    await get_broker().publish(channel, frame, info)
-    return Publication(channel, event, data)
+    position = await get_broker().publish(channel, frame, info)
+    if position is None:
+        return Publication(channel, event, data)
+    return Publication(channel, event, data, position.offset, position.epoch)
 
 
 async def apublish(channel: str, event: str, data: Any = None) -> Publication:

@@ -31,6 +31,26 @@ class ChannelInfo:
     name: str
     include_subchannels: bool
     anonymous_read: bool
+    history_size: int = 0
+    history_ttl: int = 24 * 3600  # the model default
+    history_durable: bool = False
+    presence: bool = False
+    join_leave: bool = False
+
+    @property
+    def has_history(self) -> bool:
+        return self.history_size > 0
+
+    def as_list(self) -> list:
+        """A compact form for layer messages (msgpack carries lists, not dataclasses)."""
+        return [getattr(self, field) for field in FIELDS]
+
+    @classmethod
+    def from_list(cls, values: list) -> ChannelInfo:
+        return cls(*values)
+
+
+FIELDS = tuple(ChannelInfo.__dataclass_fields__)
 
 
 def _pick(name: str, rows: dict) -> ChannelInfo | None:
@@ -42,7 +62,7 @@ def _pick(name: str, rows: dict) -> ChannelInfo | None:
             continue
         if not row.is_active:
             return None
-        return ChannelInfo(row.pk, row.name, row.include_subchannels, row.anonymous_read)
+        return ChannelInfo(*(getattr(row, "pk" if field == "id" else field) for field in FIELDS))
     return None
 
 

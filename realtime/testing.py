@@ -66,8 +66,25 @@ class RealtimeClient:
             body["access"] = access
         return self.request("auth", body)
 
-    def subscribe(self, channel: str) -> dict:
-        return self.request("subscribe", {"channel": channel})
+    def subscribe(self, channel: str, since: dict | None = None) -> dict:
+        """Subscribe; ``since={"offset": N, "epoch": E}`` recovers what came after N first."""
+        body: dict[str, Any] = {"channel": channel}
+        if since is not None:
+            body["since"] = since
+        return self.request("subscribe", body)
+
+    def history(
+        self, channel: str, since: int = 0, limit: int | None = None, epoch: str | None = None
+    ) -> dict:
+        body: dict[str, Any] = {"channel": channel, "since": since}
+        if limit is not None:
+            body["limit"] = limit
+        if epoch is not None:
+            body["epoch"] = epoch
+        return self.request("history", body)
+
+    def presence(self, channel: str) -> dict:
+        return self.request("presence", {"channel": channel})
 
     def unsubscribe(self, channel: str) -> dict:
         return self.request("unsubscribe", {"channel": channel})

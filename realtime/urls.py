@@ -9,4 +9,5 @@ app_name = "realtime"
 urlpatterns = [
     path("api/publish", views.publish_view, name="publish"),
     path("token", views.token_view, name="token"),
+    path("log/<path:channel>", views.log_view, name="log"),
 ]

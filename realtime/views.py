@@ -1,24 +1,30 @@
-"""The HTTP publish endpoint, for backends that are not Django.
+"""HTTP endpoints: publishing for backends that are not Django, event logs, tokens.
 
 ``POST /realtime/api/publish`` with ``Authorization: Bearer <read-write secret>`` and
 a JSON body ``{"channel": ..., "event": ..., "data": ...}``. It is CSRF-exempt because
-it authenticates by key, never by cookie. Errors use the same codes as the WebSocket
-protocol, with an HTTP status that matches (see docs/protocol.md).
+it authenticates by key, never by cookie. ``GET /realtime/log/<channel>`` returns a
+channel's stored publications. Errors use the same codes as the WebSocket protocol,
+with an HTTP status that matches (see docs/protocol.md).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+from urllib.parse import urlencode
 
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
+from django.utils.http import http_date
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 
-from . import auth, protocol, registry, tokens
+from . import auth, keys, protocol, registry, tokens
+from .broker import get_broker
 from .conf import settings
 from .errors import (
     AccessDenied,
+    HistoryDisabled,
     InvalidChannel,
     InvalidCredentials,
     InvalidData,
@@ -75,8 +81,11 @@ async def _publish(request) -> JsonResponse:
         raise InvalidChannel(f"no active channel covers {name!r}")
     if not get_policy().can_publish(principal, info):
         raise AccessDenied("channel is outside this key's scope")
-    await send_publication(name, command.event, command.data, info=info)
-    return JsonResponse({"ok": True}, json_dumps_params={"separators": (",", ":")})
+    publication = await send_publication(name, command.event, command.data, info=info)
+    reply = {"ok": True}
+    if publication.offset is not None:
+        reply.update(offset=publication.offset, epoch=publication.epoch)
+    return JsonResponse(reply, json_dumps_params={"separators": (",", ":")})
 
 
 @csrf_exempt
@@ -91,6 +100,86 @@ async def publish_view(request) -> JsonResponse:
         return _error(error)
     except Exception:
         logger.exception("realtime: unexpected error in the publish endpoint")
+        return JsonResponse({"err": "internal_error"}, status=500)
+
+
+async def _reader(request):
+    """The principal of ``Authorization: Bearer <secret or token>``, or None without one."""
+    header = request.headers.get("Authorization")
+    if header is None:
+        return None
+    credential = _bearer(request)
+    if len(credential) > protocol.MAX_TOKEN_LENGTH or not protocol.is_encodable(credential):
+        raise InvalidCredentials("unknown, revoked or expired credentials")
+    if credential.startswith(keys.SECRET_PREFIX):
+        return await auth.authenticate(credential, "read-only")
+    return tokens.verify_token(credential).limited_to("read-only")
+
+
+def _query_int(request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.GET.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise InvalidData(f"{name} must be an integer from {low} to {high}")
+    return value
+
+
+async def _log(request, channel: str) -> HttpResponse:
+    name = validate_channel_name(channel)
+    since = _query_int(request, "since", 0, 0, protocol.MAX_OFFSET)
+    limit = _query_int(request, "limit", protocol.HISTORY_DEFAULT_LIMIT, 1, protocol.HISTORY_MAX_LIMIT)
+    epoch = request.GET.get("epoch") or None
+    if epoch is not None and (len(epoch) > protocol.MAX_EPOCH_LENGTH or not protocol.is_encodable(epoch)):
+        raise InvalidData("epoch is not one this server issued")
+    principal = await _reader(request)
+    info = await registry.aresolve(name)
+    if principal is None and (info is None or not info.anonymous_read):
+        raise InvalidCredentials("send Authorization: Bearer <secret or token>")
+    if info is None:
+        raise InvalidChannel(f"no active channel covers {name!r}")
+    if not get_policy().can_subscribe(principal, info):
+        raise AccessDenied("channel is outside what these credentials may read")
+    if not info.has_history:
+        raise HistoryDisabled(f"{name!r} keeps no history")
+    page = await get_broker().history.read(name, info, since, limit, epoch)
+    # The page changes only with the stream's epoch, the offsets it spans, and whether
+    # it reaches back to `since`; the time of its last publication is its age.
+    position = page.position
+    version = f"{position.epoch}:{position.offset}:{page.offsets[:1]}:{page.offsets[-1:]}:{page.complete}"
+    etag = '"' + hashlib.sha256(version.encode()).hexdigest()[:32] + '"'
+    if etag in [tag.strip() for tag in request.headers.get("If-None-Match", "").split(",")]:
+        response = HttpResponse(status=304)
+    else:
+        body = protocol.history_reply(None, name, page)
+        # The same object the WebSocket history reply carries, without "ok".
+        response = HttpResponse(body[len('{"ok":true,"history":') : -1], content_type="application/json")
+    response["ETag"] = etag
+    if page.last_time is not None:
+        response["Last-Modified"] = http_date(page.last_time)
+    if page.next is not None:
+        query = urlencode({"since": page.next, "limit": limit, **({"epoch": epoch} if epoch else {})})
+        response["Link"] = f'<{request.path}?{query}>; rel="next"'
+    # Private: what a client may see depends on its credentials. no-cache: revalidate
+    # with the ETag each time (new publications change the answer).
+    response["Cache-Control"] = "private, no-cache"
+    response["Vary"] = "Authorization"
+    return response
+
+
+@require_GET
+async def log_view(request, channel: str) -> HttpResponse:
+    """A channel's stored publications: ``?since=N&limit=L[&epoch=E]``."""
+    try:
+        return await _log(request, channel)
+    except RealtimeError as error:
+        return _error(error)
+    except Exception:
+        logger.exception("realtime: unexpected error in the log endpoint")
         return JsonResponse({"err": "internal_error"}, status=500)
 
 

@@ -52,7 +52,7 @@ def _start(request, service_dir, **kwargs):
 @pytest.fixture(scope="session")
 def servers(request, service_dir, redis_server, test_database):
     """Two daphne processes sharing one Redis: they should behave as one server."""
-    realtime = {"REVALIDATE_INTERVAL": 2}
+    realtime = {"REVALIDATE_INTERVAL": 2, "PRESENCE_TTL": 3}
     return [
         _start(request, service_dir, database=test_database, redis_url=redis_server.url, realtime=realtime)
         for _ in range(2)

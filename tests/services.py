@@ -102,6 +102,13 @@ class RedisServer:
         wait_for_port(self.port, self.process, log)
         return self
 
+    def flush(self) -> None:
+        """FLUSHALL: what losing Redis's data (not the server) looks like."""
+        import redis
+
+        with redis.Redis.from_url(self.url) as client:
+            client.flushall()
+
     def stop(self) -> None:
         if self.process is not None:
             stop(self.process)

@@ -12,8 +12,10 @@ from realtime.protocol import (
     PARSERS,
     Auth,
     Disconnect,
+    History,
     Logout,
     Ping,
+    Presence,
     Publish,
     Subscribe,
     Unsubscribe,
@@ -27,7 +29,7 @@ from realtime.protocol import (
 )
 
 MAX_SIZE = 64 * 1024
-COMMAND_TYPES = (Auth, Subscribe, Unsubscribe, Publish, Logout, Disconnect, Ping)
+COMMAND_TYPES = (Auth, Subscribe, Unsubscribe, Publish, History, Presence, Logout, Disconnect, Ping)
 COMMAND_KEYS = sorted(PARSERS)
 
 

@@ -1,0 +1,337 @@
+"""Channel history: offsets, epochs, and the publications a channel keeps.
+
+Each channel name with history (``Channel.history_size`` > 0) has a *stream*: its
+publications numbered 1, 2, 3... (the offset) within an *epoch*, a random id that
+changes whenever the stream is lost (Redis flushed, the history expired). A client
+that remembers ``(offset, epoch)`` can later ask for everything after it; if the
+epoch changed or the publications were dropped, it is told the recovery is not
+complete rather than handed a gap.
+
+Two stores share one interface:
+
+* :class:`MemoryHistory` for the embedded, single-process default;
+* :class:`RedisHistory` when the channel layer is Redis: shared by every process and
+  surviving server restarts. A Lua script numbers, stores and PUBLISHes a publication
+  in one atomic step, so subscribers on every process see a channel's publications in
+  offset order even when several processes publish at once (see ``docs/architecture.md``).
+
+Stored entries are the frames subscribers received, offset and epoch included, so
+replaying history never encodes anything again. Channels marked durable are also
+mirrored to the database (``realtime.durable``) and restored from it when the store
+has lost them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import threading
+import time
+import weakref
+from collections import deque
+from dataclasses import dataclass
+
+from asgiref.sync import sync_to_async
+
+from . import durable, protocol
+from .errors import Unavailable
+from .registry import ChannelInfo
+
+EPOCH_BYTES = 8  # 16 hex characters: fixed, so the Lua script can splice it into msgpack
+OFFSET_DIGITS = 20  # offsets travel between processes as 20-digit strings, for the same reason
+META_GRACE = 7 * 24 * 3600  # seconds a stream's epoch and offset outlive its last publication
+KEY_PREFIX = "realtime:history:"
+
+
+def new_epoch() -> str:
+    return secrets.token_hex(EPOCH_BYTES)
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a stream stands: its last offset (0 before the first publication) and epoch."""
+
+    offset: int
+    epoch: str
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """Publications after some offset, as stored frames, in offset order."""
+
+    frames: list[str]
+    offsets: list[int]
+    position: Position
+    # False when publications after ``since`` were dropped (too old, too many, or the
+    # epoch asked about is gone): what is here is not everything that was published.
+    complete: bool
+    # Unix time of the newest publication in ``frames`` (None when empty).
+    last_time: float | None = None
+
+    @property
+    def more(self) -> bool:
+        """True when publications after this page remain (ask again with ``since=next``)."""
+        return bool(self.offsets) and self.offsets[-1] < self.position.offset
+
+    @property
+    def next(self) -> int | None:
+        return self.offsets[-1] if self.more else None
+
+
+def _expired(stamp: float, info: ChannelInfo, now: float) -> bool:
+    return info.history_ttl > 0 and stamp + info.history_ttl <= now
+
+
+# In memory -------------------------------------------------------------------------
+
+
+class _MemoryStream:
+    __slots__ = ("epoch", "offset", "entries", "touched")
+
+    def __init__(self, epoch: str, offset: int, size: int) -> None:
+        self.epoch = epoch
+        self.offset = offset
+        self.entries: deque[tuple[int, float, str]] = deque(maxlen=size)
+        self.touched = time.time()
+
+
+class MemoryHistory:
+    """Streams in this process's memory: the embedded default, lost on restart
+    (unless the channel is durable, in which case it is reloaded from the database)."""
+
+    def __init__(self) -> None:
+        self._streams: dict[str, _MemoryStream] = {}
+        self._lock = threading.Lock()
+
+    async def _stream(self, name: str, info: ChannelInfo) -> _MemoryStream:
+        stream = self._streams.get(name)
+        now = time.time()
+        if stream is not None and info.history_ttl and stream.touched + info.history_ttl + META_GRACE < now:
+            stream = None  # forgotten, as Redis would forget it
+        if stream is None:
+            if info.history_durable:
+                epoch, offset, rows = await sync_to_async(durable.restore)(name, info)
+            else:
+                epoch, offset, rows = new_epoch(), 0, []
+            with self._lock:
+                stream = self._streams.get(name)
+                if stream is None:
+                    stream = self._streams[name] = _MemoryStream(epoch, offset, info.history_size)
+                    stream.entries.extend(rows)
+        if stream.entries.maxlen != info.history_size:
+            stream.entries = deque(stream.entries, maxlen=info.history_size)
+        return stream
+
+    async def prepare(self, name: str, info: ChannelInfo) -> _MemoryStream:
+        return await self._stream(name, info)
+
+    def append(self, stream: _MemoryStream, frame: str) -> tuple[str, Position]:
+        """Number and keep a publication (synchronous: the caller delivers it at once,
+        so offsets and deliveries happen in the same order)."""
+        now = time.time()
+        with self._lock:
+            stream.offset += 1
+            offset = stream.offset
+            stamped = protocol.stamp(frame, offset, stream.epoch)
+            stream.entries.append((offset, now, stamped))
+            stream.touched = now
+        return stamped, Position(offset, stream.epoch)
+
+    async def read(self, name: str, info: ChannelInfo, since: int, limit: int, epoch: str | None) -> Page:
+        stream = await self._stream(name, info)
+        with self._lock:
+            entries = [entry for entry in stream.entries if entry[0] > since][:limit]
+            position = Position(stream.offset, stream.epoch)
+        return _page(entries, position, since, epoch, info)
+
+    async def position(self, name: str, info: ChannelInfo) -> Position:
+        stream = await self._stream(name, info)
+        return Position(stream.offset, stream.epoch)
+
+
+def _page(entries, position: Position, since: int, epoch: str | None, info: ChannelInfo) -> Page:
+    """A page from ``(offset, time, frame)`` entries after ``since``, in offset order.
+
+    Stored offsets are contiguous (a log is only ever trimmed from its oldest end), so
+    nothing is missing exactly when the first entry still kept is ``since + 1``.
+    """
+    if epoch is not None and epoch != position.epoch:
+        return Page([], [], position, complete=False)
+    now = time.time()
+    live = [entry for entry in entries if not _expired(entry[1], info, now)]
+    complete = since >= position.offset or (bool(live) and live[0][0] == since + 1)
+    return Page(
+        [entry[2] for entry in live],
+        [entry[0] for entry in live],
+        position,
+        complete,
+        live[-1][1] if live else None,
+    )
+
+
+# In Redis --------------------------------------------------------------------------
+
+# KEYS: meta hash (epoch, offset), log sorted set (score offset, member "time:frame").
+# ARGV: 1 frame (unstamped), 2 size, 3 ttl, 4 new epoch, 5 durable ("1": never invent an
+# epoch, the database holds it), 6 meta grace, 7 msgpack middle (between offset and
+# epoch), 8 copy count, then pairs of (pubsub channel, msgpack head).
+# Returns {offset, epoch, stamped frame}, or {-1} when a durable stream must be restored.
+APPEND = """
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  if ARGV[5] == '1' then return {-1} end
+  epoch = ARGV[4]
+  redis.call('HSET', KEYS[1], 'epoch', epoch)
+end
+local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
+local now = redis.call('TIME')
+local seconds = tonumber(now[1]) + tonumber(now[2]) / 1000000
+local digits = string.format('%020d', offset)
+local frame = string.sub(ARGV[1], 1, -3) .. ',"offset":' .. string.format('%d', offset)
+  .. ',"epoch":"' .. epoch .. '"}}'
+redis.call('ZADD', KEYS[2], offset, string.format('%.6f', seconds) .. ':' .. frame)
+redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(tonumber(ARGV[2]) + 1))
+local ttl = tonumber(ARGV[3])
+if ttl > 0 then
+  for _ = 1, 1000 do
+    local first = redis.call('ZRANGE', KEYS[2], 0, 0)
+    if #first == 0 then break end
+    local stamp = tonumber(string.match(first[1], '^([%d.]+):'))
+    if stamp + ttl > seconds then break end
+    redis.call('ZREMRANGEBYRANK', KEYS[2], 0, 0)
+  end
+  redis.call('EXPIRE', KEYS[2], ttl)
+  redis.call('EXPIRE', KEYS[1], ttl + tonumber(ARGV[6]))
+else
+  redis.call('PERSIST', KEYS[1])
+  redis.call('PERSIST', KEYS[2])
+end
+for i = 1, tonumber(ARGV[8]) do
+  redis.call('PUBLISH', ARGV[7 + 2 * i], ARGV[8 + 2 * i] .. digits .. ARGV[7] .. epoch)
+end
+return {offset, epoch, frame}
+"""
+
+# KEYS: meta, log. ARGV: 1 since, 2 limit, 3 new epoch, 4 durable, 5 ttl, 6 meta grace.
+# Returns {epoch, offset, entries...}, or {-1} to restore first.
+READ = """
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  if ARGV[4] == '1' then return {-1} end
+  epoch = ARGV[3]
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0)
+  local ttl = tonumber(ARGV[5])
+  if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl + tonumber(ARGV[6])) end
+end
+local offset = tonumber(redis.call('HGET', KEYS[1], 'offset') or '0')
+local entries = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], '+inf', 'LIMIT', 0, tonumber(ARGV[2]))
+local result = {epoch, offset}
+for i = 1, #entries do result[#result + 1] = entries[i] end
+return result
+"""
+
+# KEYS: meta, log. ARGV: epoch, offset, ttl, meta grace, then (offset, member) pairs.
+RESTORE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'offset', ARGV[2])
+redis.call('DEL', KEYS[2])
+for i = 5, #ARGV, 2 do redis.call('ZADD', KEYS[2], ARGV[i], ARGV[i + 1]) end
+local ttl = tonumber(ARGV[3])
+if ttl > 0 then
+  redis.call('EXPIRE', KEYS[1], ttl + tonumber(ARGV[4]))
+  if #ARGV > 4 then redis.call('EXPIRE', KEYS[2], ttl) end
+end
+return 1
+"""
+
+
+def keys_for(name: str) -> list[str]:
+    # The braces are a Redis Cluster hash tag: both keys of a stream live together.
+    return [f"{KEY_PREFIX}{{{name}}}:meta", f"{KEY_PREFIX}{{{name}}}:log"]
+
+
+def _split_entry(member: str) -> tuple[float, str]:
+    stamp, _, frame = member.partition(":")
+    return float(stamp), frame
+
+
+class RedisHistory:
+    """Streams in Redis, shared by every server process."""
+
+    def __init__(self, host: dict) -> None:
+        self.host = host
+        self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def client(self):
+        """A client for the running event loop (redis-py's asyncio clients are loop-bound)."""
+        from channels_redis.utils import create_pool
+        from redis import asyncio as aioredis
+
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            host = {"socket_connect_timeout": 5, "socket_timeout": 5, **self.host, "decode_responses": True}
+            client = aioredis.Redis(connection_pool=create_pool(host))
+            client.scripts = {
+                "append": client.register_script(APPEND),
+                "read": client.register_script(READ),
+                "restore": client.register_script(RESTORE),
+            }
+            self._clients[loop] = client
+        return client
+
+    async def _call(self, script: str, keys: list[str], args: list):
+        try:
+            return await self.client().scripts[script](keys=keys, args=args)
+        except (TimeoutError, OSError, ConnectionError) as error:
+            raise Unavailable(f"history is unreachable: {error}") from error
+        except Exception as error:
+            if type(error).__module__.startswith("redis") and "Connection" in type(error).__name__:
+                raise Unavailable(f"history is unreachable: {error}") from error
+            raise
+
+    async def append(self, name: str, frame: str, info: ChannelInfo, copies=(), middle=b"") -> Position:
+        """Number, keep and (for each ``(pubsub channel, msgpack head)`` copy) PUBLISH."""
+        args = [frame, info.history_size, info.history_ttl, new_epoch(), "1" if info.history_durable else "0"]
+        args += [META_GRACE, middle, len(copies)]
+        for channel, head in copies:
+            args += [channel, head]
+        for _ in range(3):
+            result = await self._call("append", keys_for(name), args)
+            if result[0] != -1:
+                return Position(int(result[0]), result[1]), result[2]
+            await self._restore(name, info)
+        raise Unavailable("the durable history could not be restored")
+
+    async def _restore(self, name: str, info: ChannelInfo) -> None:
+        epoch, offset, rows = await sync_to_async(durable.restore)(name, info)
+        args = [epoch, offset, info.history_ttl, META_GRACE]
+        for row_offset, stamp, frame in rows:
+            args += [row_offset, f"{stamp:.6f}:{frame}"]
+        await self._call("restore", keys_for(name), args)
+
+    async def read(self, name: str, info: ChannelInfo, since: int, limit: int, epoch: str | None) -> Page:
+        args = [max(since, 0), limit, new_epoch(), "1" if info.history_durable else "0"]
+        args += [info.history_ttl, META_GRACE]
+        for _ in range(3):
+            result = await self._call("read", keys_for(name), args)
+            if result[0] != -1:
+                break
+            await self._restore(name, info)
+        else:
+            raise Unavailable("the durable history could not be restored")
+        position = Position(int(result[1]), result[0])
+        entries = []
+        for member in result[2:]:
+            stamp, frame = _split_entry(member)
+            entries.append((_offset_of(frame), stamp, frame))
+        return _page(entries, position, since, epoch, info)
+
+    async def position(self, name: str, info: ChannelInfo) -> Position:
+        return (await self.read(name, info, 2**62, 1, None)).position
+
+
+def _offset_of(frame: str) -> int:
+    """The offset stamped near the end of a stored frame (``...,"offset":N,"epoch":"E"}}``)."""
+    start = frame.rindex(',"offset":') + 10
+    return int(frame[start : frame.index(",", start)])

@@ -1,0 +1,205 @@
+"""Presence: who is subscribed to a channel, across every server process.
+
+A *member* is a user (when the connection's token names one) or else a single
+connection; a user with several tabs is one member with several connections. Each
+connection is an *entry* with an expiry that its process renews every third of
+``PRESENCE_TTL``; a process that dies without saying goodbye stops renewing, and its
+entries are swept once they expire. Adding, removing and sweeping report which members
+joined or left, for the channel's join and leave events.
+
+Two stores share one interface: :class:`MemoryPresence` for the embedded default
+(one process: nothing can vanish without a goodbye) and :class:`RedisPresence`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import weakref
+
+from .errors import Unavailable
+
+KEY_PREFIX = "realtime:presence:"
+SWEEP_BATCH = 100
+
+
+def member_key(client: str, user: dict | None) -> str:
+    if user is not None and user.get("id") is not None:
+        return f"user:{user['id']}"
+    return f"client:{client}"
+
+
+def _member(client: str, user: dict | None) -> dict:
+    return {"client": client, "user": user}
+
+
+def _group(entries) -> list[dict]:
+    """Entries ``(client, user)`` -> members ``{"user", "clients"}``, in a stable order."""
+    members: dict[str, dict] = {}
+    for client, user in entries:
+        member = members.setdefault(member_key(client, user), {"user": user, "clients": []})
+        member["clients"].append(client)
+    for member in members.values():
+        member["clients"].sort()
+    return [members[key] for key in sorted(members)]
+
+
+class MemoryPresence:
+    def __init__(self) -> None:
+        self._channels: dict[str, dict[str, dict | None]] = {}
+
+    async def add(self, channel: str, client: str, user: dict | None, ttl: float) -> tuple[bool, list]:
+        entries = self._channels.setdefault(channel, {})
+        if client in entries:
+            return False, []
+        key = member_key(client, user)
+        joined = all(member_key(other, u) != key for other, u in entries.items())
+        entries[client] = user
+        return joined, []
+
+    async def remove(self, channel: str, client: str) -> tuple[dict | None, list]:
+        entries = self._channels.get(channel)
+        if not entries or client not in entries:
+            return None, []
+        user = entries.pop(client)
+        key = member_key(client, user)
+        if not entries:
+            del self._channels[channel]
+        elif any(member_key(other, u) == key for other, u in entries.items()):
+            return None, []
+        return _member(client, user), []
+
+    async def members(self, channel: str) -> tuple[list[dict], list]:
+        return _group(self._channels.get(channel, {}).items()), []
+
+    async def refresh(self, channel: str, clients: list[str], ttl: float) -> list:
+        return []
+
+
+# KEYS: entries hash (client -> json), expiry zset (client -> deadline), members hash
+# (member key -> connection count). Every script first sweeps expired entries and
+# returns the members that left because of it (as entry json).
+SWEEP = """
+local now = tonumber(ARGV[1])
+local left = {}
+local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, SWEEP_BATCH)
+for _, client in ipairs(expired) do
+  local entry = redis.call('HGET', KEYS[1], client)
+  redis.call('HDEL', KEYS[1], client)
+  redis.call('ZREM', KEYS[2], client)
+  if entry then
+    local key = cjson.decode(entry)['m']
+    if redis.call('HINCRBY', KEYS[3], key, -1) <= 0 then
+      redis.call('HDEL', KEYS[3], key)
+      left[#left + 1] = entry
+    end
+  end
+end
+""".replace("SWEEP_BATCH", str(SWEEP_BATCH))
+
+# ARGV: now, client, entry json, member key, deadline, key lifetime.
+ADD = (
+    SWEEP
+    + """
+local joined = 0
+if redis.call('HSETNX', KEYS[1], ARGV[2], ARGV[3]) == 1 then
+  if redis.call('HINCRBY', KEYS[3], ARGV[4], 1) == 1 then joined = 1 end
+end
+redis.call('ZADD', KEYS[2], ARGV[5], ARGV[2])
+for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[6]) end
+return {joined, left}
+"""
+)
+
+# ARGV: now, client.
+REMOVE = (
+    SWEEP
+    + """
+local gone = false
+local entry = redis.call('HGET', KEYS[1], ARGV[2])
+if entry then
+  redis.call('HDEL', KEYS[1], ARGV[2])
+  redis.call('ZREM', KEYS[2], ARGV[2])
+  local key = cjson.decode(entry)['m']
+  if redis.call('HINCRBY', KEYS[3], key, -1) <= 0 then
+    redis.call('HDEL', KEYS[3], key)
+    gone = entry
+  end
+end
+return {gone, left}
+"""
+)
+
+# ARGV: now.
+MEMBERS = (
+    SWEEP
+    + """
+return {redis.call('HVALS', KEYS[1]), left}
+"""
+)
+
+# ARGV: now, deadline, key lifetime, clients...
+REFRESH = (
+    SWEEP
+    + """
+for i = 4, #ARGV do
+  if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then redis.call('ZADD', KEYS[2], ARGV[2], ARGV[i]) end
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
+end
+return {0, left}
+"""
+)
+
+
+def _keys(channel: str) -> list[str]:
+    base = f"{KEY_PREFIX}{{{channel}}}"
+    return [f"{base}:entries", f"{base}:expiry", f"{base}:members"]
+
+
+def _decode(entry: str) -> dict:
+    value = json.loads(entry)
+    return _member(value["c"], value["u"])
+
+
+class RedisPresence:
+    def __init__(self, client_factory) -> None:
+        # The history store's per-loop Redis clients are reused (one pool per loop).
+        self._client = client_factory
+        self._scripts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    async def _run(self, name: str, channel: str, args: list):
+        client = self._client()
+        scripts = self._scripts.get(client)
+        if scripts is None:
+            scripts = self._scripts[client] = {
+                "add": client.register_script(ADD),
+                "remove": client.register_script(REMOVE),
+                "members": client.register_script(MEMBERS),
+                "refresh": client.register_script(REFRESH),
+            }
+        try:
+            first, left = await scripts[name](keys=_keys(channel), args=[time.time(), *args])
+        except (TimeoutError, OSError, ConnectionError) as error:
+            raise Unavailable(f"presence is unreachable: {error}") from error
+        return first, [_decode(entry) for entry in left]
+
+    async def add(self, channel: str, client: str, user: dict | None, ttl: float) -> tuple[bool, list]:
+        entry = json.dumps({"c": client, "u": user, "m": member_key(client, user)}, separators=(",", ":"))
+        args = [client, entry, member_key(client, user), time.time() + ttl, int(ttl * 3) + 1]
+        joined, left = await self._run("add", channel, args)
+        return bool(joined), left
+
+    async def remove(self, channel: str, client: str) -> tuple[dict | None, list]:
+        gone, left = await self._run("remove", channel, [client])
+        return (_decode(gone) if gone else None), left
+
+    async def members(self, channel: str) -> tuple[list[dict], list]:
+        entries, left = await self._run("members", channel, [])
+        decoded = [_decode(entry) for entry in entries]
+        return _group((member["client"], member["user"]) for member in decoded), left
+
+    async def refresh(self, channel: str, clients: list[str], ttl: float) -> list:
+        _, left = await self._run("refresh", channel, [time.time() + ttl, int(ttl * 3) + 1, *clients])
+        return left
