@@ -41,12 +41,29 @@ class ChannelAdmin(admin.ModelAdmin):
         "is_active",
         "include_subchannels",
         "anonymous_read",
+        "history_size",
+        "presence",
         "description_snippet",
         "updated_at",
     ]
-    list_filter = ["is_active", "include_subchannels", "anonymous_read"]
+    list_filter = ["is_active", "include_subchannels", "anonymous_read", "history_durable", "presence"]
     search_fields = ["name", "description"]
     readonly_fields = ["created_at", "updated_at"]
+    fieldsets = [
+        (None, {"fields": ["name", "description", "is_active", "include_subchannels", "anonymous_read"]}),
+        (
+            _("History"),
+            {
+                "fields": ["history_size", "history_ttl", "history_durable"],
+                "description": _(
+                    "Kept publications let clients recover what they missed after a reconnect "
+                    "and read the channel's log over HTTP."
+                ),
+            },
+        ),
+        (_("Presence"), {"fields": ["presence", "join_leave"]}),
+        (_("Dates"), {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}),
+    ]
     actions = ["activate", "deactivate"]
 
     @admin.display(description=_("description"))

@@ -77,6 +77,37 @@ def test_channel_change_form_renders(admin_client, news):
     assert response.status_code == 200
 
 
+CHANNEL_FORM = {
+    "name": "feed",
+    "description": "",
+    "is_active": "on",
+    "history_size": "100",
+    "history_ttl": "3600",
+}
+
+
+@pytest.mark.parametrize(
+    ("extra", "error"),
+    [
+        ({"history_durable": "on"}, None),
+        ({"history_durable": "on", "history_size": "0"}, "A durable history needs a history size."),
+        ({"presence": "on", "join_leave": "on"}, None),
+        ({"join_leave": "on"}, "Join and leave events need presence."),
+    ],
+)
+def test_channel_history_and_presence_options_are_validated_in_the_admin(admin_client, extra, error):
+    response = admin_client.post(reverse("admin:realtime_channel_add"), {**CHANNEL_FORM, **extra})
+
+    if error is None:
+        assert response.status_code == 302
+        feed = Channel.objects.get(name="feed")
+        assert feed.history_size == 100 and feed.history_ttl == 3600
+    else:
+        assert response.status_code == 200
+        assert error in response.content.decode()
+        assert not Channel.objects.filter(name="feed").exists()
+
+
 def test_bulk_deactivate_and_activate_channels_announce_the_change(
     admin_client, news, rooms, announced, django_capture_on_commit_callbacks
 ):

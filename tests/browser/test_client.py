@@ -461,3 +461,82 @@ def test_server_notices_end_subscriptions_and_forget_revoked_credentials(
         0,
         "connected",
     ]
+
+
+@pytest.fixture
+def restartable_redis_server(service_dir, test_database, redis_server):
+    """A server of this test's own that shares Redis with ``servers``, to stop and start again."""
+    server = AsgiServer(service_dir, database=test_database, redis_url=redis_server.url).start()
+    yield server
+    server.stop()
+
+
+def test_after_a_reconnect_the_client_recovers_exactly_what_it_missed_then_live_ones(
+    client_page, restartable_redis_server, servers, connect, make_key, make_channel, uid
+):
+    room = make_channel(f"history-{uid}", history_size=100)
+    secret = make_key()
+    publisher = connect(servers[1])
+    publisher.auth(secret)
+    publisher.publish(room.name, "n", 0)
+    page = client_page(restartable_redis_server)
+    start_client(page, restartable_redis_server.ws_url, {"secret": secret, **FAST}, [room.name])
+    publisher.publish(room.name, "n", 1)
+    page.wait_for_function("received.length === 1")
+
+    restartable_redis_server.stop()
+    page.wait_for_function("client.state !== 'connected'")
+    for n in range(2, 6):  # published on another process while the browser is away
+        publisher.publish(room.name, "n", n)
+    restartable_redis_server.start()
+    page.wait_for_function("received.length === 5")
+    publisher.publish(room.name, "n", 6)
+    page.wait_for_function("received.length === 6")
+
+    got = page.evaluate("received")
+    assert [(m["offset"], m["data"]) for m in got] == [(n + 1, n) for n in range(1, 7)]
+    assert page.evaluate("(c) => client.position(c).offset", room.name) == 7
+    renewed = sent_frames(page, -1)[1]
+    assert renewed["subscribe"] == {"channel": room.name, "since": {"offset": 2, "epoch": got[0]["epoch"]}}
+    assert page.evaluate("log.notices") == []
+
+
+def test_a_gap_that_cannot_be_recovered_is_reported_as_missed(
+    client_page, restartable_redis_server, servers, connect, make_key, make_channel, uid
+):
+    room = make_channel(f"short-{uid}", history_size=2)
+    secret = make_key()
+    publisher = connect(servers[1])
+    publisher.auth(secret)
+    page = client_page(restartable_redis_server)
+    start_client(page, restartable_redis_server.ws_url, {"secret": secret, **FAST}, [room.name])
+
+    restartable_redis_server.stop()
+    page.wait_for_function("client.state !== 'connected'")
+    for n in range(5):  # more than the channel keeps
+        publisher.publish(room.name, "n", n)
+    restartable_redis_server.start()
+
+    page.wait_for_function("log.notices.length === 1")
+    assert page.evaluate("log.notices") == [{"missed": {"channel": room.name, "reason": "not_recovered"}}]
+    assert page.evaluate("received") == []
+    publisher.publish(room.name, "n", "live")
+    page.wait_for_function("received.length === 1")
+    assert page.evaluate("received[0].offset") == 6
+
+
+def test_history_and_presence_from_the_browser(client_page, servers, connect, make_key, make_channel, uid):
+    room = make_channel(f"both-{uid}", history_size=10, presence=True)
+    secret = make_key()
+    publisher = connect(servers[1])
+    publisher.auth(secret)
+    for n in range(3):
+        publisher.publish(room.name, "n", n)
+    page = client_page(servers[0])
+    start_client(page, servers[0].ws_url, {"secret": secret}, [room.name])
+
+    page_history = page.evaluate("(c) => client.history(c, {since: 1, limit: 5})", room.name)
+    assert [p["data"] for p in page_history["publications"]] == [1, 2]
+    assert page_history["complete"] is True and page_history["next"] is None
+    members = page.evaluate("(c) => client.presence(c)", room.name)
+    assert len(members) == 1 and members[0]["user"] is None and len(members[0]["clients"]) == 1

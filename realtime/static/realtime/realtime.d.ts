@@ -68,7 +68,32 @@ export interface Message<T = Json> {
   event: string;
   data: T;
   user?: PublicationUser;
+  /** On channels with history: the publication's place in the channel's stream. */
+  offset?: number;
+  epoch?: string;
   [key: string]: unknown;
+}
+
+/** Where a channel's stream stands, or the last publication seen on it. */
+export interface Position {
+  offset: number;
+  epoch: string;
+}
+
+/** The reply to `history()`. */
+export interface HistoryPage<T = Json> extends Position {
+  channel: string;
+  /** False when publications after `since` are no longer kept: this is not all of them. */
+  complete: boolean;
+  /** Pass as `since` for the next page; null at the end. */
+  next: number | null;
+  publications: Message<T>[];
+}
+
+/** One member of a channel with presence: a user with all their connections, or one connection. */
+export interface PresenceMember {
+  user: PublicationUser | null;
+  clients: string[];
 }
 
 /** The server's success reply (`{"ok": true, "id": n}`). */
@@ -80,7 +105,11 @@ export interface OkReply {
 
 export type Notice =
   | { unsubscribed: { channel: string; reason: string } }
-  | { logout: { reason: string } };
+  | { logout: { reason: string } }
+  /** "broker_unavailable" (not recoverable from history), or "not_recovered" after a reconnect. */
+  | { missed: { channel: string; reason: string } }
+  | { join: { channel: string; client: string; user: PublicationUser | null } }
+  | { leave: { channel: string; client: string; user: PublicationUser | null } };
 
 export interface UnsubscribedInfo {
   channel: string;
@@ -149,6 +178,8 @@ export interface ClientOptions {
   heartbeatInterval?: number;
   /** Milliseconds to wait for any frame after a ping before the connection is dropped. Default 10000. */
   heartbeatTimeout?: number;
+  /** Recover missed publications on channels with history after a reconnect. Default true. */
+  recover?: boolean;
   /** Milliseconds after sending a request before it rejects with "timeout". Default 10000. */
   requestTimeout?: number;
   /** Milliseconds for the socket to open before the attempt is abandoned. Default 10000. */
@@ -234,6 +265,12 @@ export declare class RealtimeClient extends EventTarget {
     options?: SubscribeOptions,
   ): Subscription<T>;
   publish(channel: string, event: string, data?: unknown): Promise<OkReply>;
+  /** Stored publications after `since` (default 0), at most `limit` (1-1000, default 100). */
+  history<T = Json>(channel: string, options?: { since?: number; limit?: number; epoch?: string }): Promise<HistoryPage<T>>;
+  /** Who is subscribed to a channel with presence. */
+  presence(channel: string): Promise<PresenceMember[]>;
+  /** The last position seen on a channel with history, if any. */
+  position(channel: string): Position | undefined;
   /** Keep these credentials (used again after every reconnect) and authenticate with them. */
   auth(credentials?: Credentials): Promise<OkReply | null>;
   /** Forget the credentials; every subscription ends with reason "logout". */

@@ -39,10 +39,19 @@
  * connected it sends `{"ping": true}` after `heartbeatInterval` ms without any frame; with
  * no frame at all within `heartbeatTimeout` ms after that, it drops the socket and reconnects.
  *
+ * On channels with history, the client remembers the offset and epoch of the last
+ * publication it saw on each channel (or where the stream stood when it subscribed), and
+ * every renewal after a reconnect, or after a `missed` notice, subscribes with `since`:
+ * the server replays what was published meanwhile, in order, before live ones, so nothing
+ * is lost and nothing arrives twice. When it cannot (the epoch changed, the gap is too
+ * old), the page gets a `missed` notice with reason "not_recovered" and should reload.
+ * Pass `recover: false` to turn this off.
+ *
  * Events (the client is an EventTarget; every event is a CustomEvent):
  *   realtime:state    detail {state, previous, code?, reason?, retryIn?}
- *   realtime:message  detail {channel, event, data, user?}: every publication received
- *   realtime:notice   detail: the server's notice frame, {"unsubscribed": {...}} or {"logout": {...}}
+ *   realtime:message  detail {channel, event, data, user?, offset?, epoch?}: every publication received
+ *   realtime:notice   detail: the server's notice frame, {"unsubscribed": {...}}, {"logout": {...}},
+ *                     {"missed": {...}}, {"join": {...}} or {"leave": {...}}
  *   realtime:error    detail {error}: errors no promise can carry (a failed re-authentication
  *                     or re-subscription after a reconnect, an error reply without an id)
  */
@@ -234,6 +243,8 @@ export class RealtimeClient extends EventTarget {
     this._pings = new Set();
     this._queue = [];
     this._subscriptions = [];
+    // Channel -> {offset, epoch}: the last publication seen, for recovery after a reconnect.
+    this._positions = new Map();
     this._failures = 0;
     this._connectWaiters = [];
     this._authWaiters = [];
@@ -301,6 +312,28 @@ export class RealtimeClient extends EventTarget {
 
   publish(channel, event, data = null) {
     return this._request("publish", {channel, event, data: data === undefined ? null : data});
+  }
+
+  /**
+   * Stored publications on `channel` after offset `since`: resolves with the reply's
+   * `history` object ({channel, offset, epoch, complete, next, publications}).
+   */
+  history(channel, {since = 0, limit, epoch} = {}) {
+    const body = {channel, since};
+    if (limit !== undefined) body.limit = limit;
+    if (epoch !== undefined) body.epoch = epoch;
+    return this._request("history", body).then((reply) => reply.history);
+  }
+
+  /** Who is subscribed to `channel`: resolves with [{user, clients}, ...]. */
+  presence(channel) {
+    return this._request("presence", {channel}).then((reply) => reply.presence.members);
+  }
+
+  /** The last {offset, epoch} seen on `channel` (a channel with history), or undefined. */
+  position(channel) {
+    const known = this._positions.get(channel);
+    return known ? {...known} : undefined;
   }
 
   /**
@@ -653,8 +686,10 @@ export class RealtimeClient extends EventTarget {
     else if (frame.message) this._onPublication(frame.message);
     else if (frame.unsubscribed) this._onUnsubscribedNotice(frame);
     else if (frame.logout) this._onLogoutNotice(frame);
-    // The subscription stays; the page learns that publications may have been lost.
-    else if (frame.missed) this._emit("realtime:notice", frame);
+    // The subscription stays, but publications may have been lost: recover them where the
+    // channel has history, otherwise the page learns of it.
+    else if (frame.missed) this._onMissed(frame);
+    else if (frame.join || frame.leave) this._emit("realtime:notice", frame);
     // Anything else is from a later protocol version: ignored, as the protocol asks.
   }
 
@@ -677,6 +712,12 @@ export class RealtimeClient extends EventTarget {
   }
 
   _onPublication(message) {
+    if (typeof message.offset === "number") {
+      const known = this._positions.get(message.channel);
+      // Never twice: a publication at or before the position was already seen.
+      if (known && known.epoch === message.epoch && message.offset <= known.offset) return;
+      this._positions.set(message.channel, {offset: message.offset, epoch: message.epoch});
+    }
     this._emit("realtime:message", message);
     for (const subscription of this._subscriptions) {
       if (!subscription.onMessage || !channelMatches(subscription.channel, message.channel)) continue;
@@ -707,10 +748,36 @@ export class RealtimeClient extends EventTarget {
 
   // Subscriptions -------------------------------------------------------------------
 
-  /** Subscribe on the server for `subscriptions` (all on `channel`). */
+  _onMissed(frame) {
+    const channel = frame.missed.channel;
+    if (this.options.recover !== false && this._positions.has(channel) && this._ready) {
+      const live = this._subscriptions.filter((subscription) => subscription.channel === channel);
+      if (live.length) {
+        // Subscribing again with `since` replays what the broker outage lost.
+        this._request("unsubscribe", {channel}).catch(() => {});
+        this._renew(channel, live);
+        return;
+      }
+    }
+    this._emit("realtime:notice", frame);
+  }
+
+  /** Subscribe on the server for `subscriptions` (all on `channel`), recovering if it can. */
   _renew(channel, subscriptions) {
-    this._request("subscribe", {channel}).then(
-      () => {
+    const body = {channel};
+    const since = this.options.recover === false ? undefined : this._positions.get(channel);
+    if (since) body.since = {offset: since.offset, epoch: since.epoch};
+    this._request("subscribe", body).then(
+      (reply) => {
+        if (typeof reply.offset === "number") {
+          const known = this._positions.get(channel);
+          if (!known || known.epoch !== reply.epoch || (since && reply.recovered === false)) {
+            this._positions.set(channel, {offset: reply.offset, epoch: reply.epoch});
+          }
+        }
+        if (since && reply.recovered === false) {
+          this._emit("realtime:notice", {missed: {channel, reason: "not_recovered"}});
+        }
         for (const subscription of subscriptions) subscription._confirm();
       },
       (error) => {
