@@ -53,6 +53,7 @@ FD_MARGIN = 64
 REALTIME_LIMITS = {"RATE_LIMIT": 1e6, "RATE_BURST": 1_000_000, "MAX_SUBSCRIPTIONS": 10_000}
 ATTEMPTS = 3  # a round disturbed by other work on the machine is run again, at most this often
 BUSY_LIMIT = 0.25  # cores of CPU used by processes that are not ours, above which a round is disturbed
+HISTORY_CHANNEL = "bench-history"  # keeps 1,000 publications (scenario 5)
 REPEATS = 3  # short rounds run this often; the median is kept
 REPEAT_UNDER = 5.0  # seconds: rounds shorter than this are repeated
 RETRY_UNDER = 15.0  # seconds: only rounds shorter than this are run again
@@ -86,7 +87,14 @@ class Bench:
         self.workdir = Path(tempfile.mkdtemp(prefix="realtime-bench-"))
         self.database = str(self.workdir / "bench.sqlite3")
         self.fanout = QUICK_FANOUT if args.quick else FANOUT
-        self.results: dict = {"fanout": [], "channels": [], "idle": [], "scaleout": [], "gencheck": []}
+        self.results: dict = {
+            "fanout": [],
+            "channels": [],
+            "idle": [],
+            "scaleout": [],
+            "gencheck": [],
+            "history": [],
+        }
         self.commands: dict[str, str] = {}
         self.realtime_limits = REALTIME_LIMITS
 
@@ -118,6 +126,7 @@ class Bench:
             "from django.core.management import call_command; call_command('migrate', verbosity=0);"
             "from realtime.models import AccessKey, Channel;"
             "Channel.objects.create(name='bench', anonymous_read=True, include_subchannels=True);"
+            f"Channel.objects.create(name='{HISTORY_CHANNEL}', anonymous_read=True, history_size=1000);"
             "print(AccessKey.objects.create_key(name='bench', access='read-write', all_channels=True)[1])"
         )
         out = subprocess.run(
@@ -350,6 +359,27 @@ class Bench:
             for server in servers:
                 server.stop()
 
+    # Scenario 5 ------------------------------------------------------------------------
+
+    def history(self, key: str) -> None:
+        """Scenario 1 at 1,000 subscribers on a channel that keeps 1,000 publications."""
+        subscribers, messages = self.fanout[1]
+        servers = self.start(key)
+        gens, pub = self.with_generators(servers, 1, f"{key}-history")
+        try:
+            gens.connect(subscribers, [servers[0].url], servers[0].protocol, [HISTORY_CHANNEL])
+            time.sleep(0.5)
+            row = {"server": key, "subscribers": subscribers, "messages": messages}
+            plan = [HISTORY_CHANNEL] * messages
+            row.update(self.round(servers, gens, pub, plan, messages, FANOUT_WINDOW))
+            self.results["history"].append(row)
+            print(report.line("history on", row), flush=True)
+        finally:
+            pub.close()
+            gens.close()
+            for server in servers:
+                server.stop()
+
     # The generator check ---------------------------------------------------------------
 
     def gencheck(self, key: str) -> None:
@@ -399,6 +429,10 @@ class Bench:
                 for key in ("realtime-uvicorn", "realtime-daphne", "channels"):
                     if key in SERVERS:
                         self.attempt("scaleout", key, self.scaleout)
+            if "history" in wanted:
+                for key in ("realtime-uvicorn", "realtime-daphne"):
+                    if key in SERVERS:
+                        self.attempt("history", key, self.history)
             if "idle" in wanted and not self.args.quick:
                 for key in SERVERS:
                     self.attempt("idle", key, self.idle)
@@ -414,7 +448,9 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="profile realtime (bench/profile.py) instead")
     parser.add_argument("--only", help="comma-separated server keys to run (default: all)")
     parser.add_argument(
-        "--scenarios", default="fanout,gencheck,scaleout,idle", help="comma-separated scenarios to run"
+        "--scenarios",
+        default="fanout,gencheck,scaleout,history,idle",
+        help="comma-separated scenarios to run",
     )
     args = parser.parse_args()
     bench = Bench(args)

@@ -35,6 +35,7 @@ PROBE = "rt.probe"
 READY = "rt.ready"
 PROBE_INTERVAL = 1.0
 PROBE_TIMEOUT = 2.0
+READY_TIMEOUT = 5.0
 
 
 def _running_loop():
@@ -197,7 +198,11 @@ class LayerBroker:
         waiter = hub.ready_waiters[token] = hub.loop.create_future()
         try:
             await self.layer.group_send(group, {"type": READY, "token": token})
-            await asyncio.wait_for(waiter, PROBE_TIMEOUT)
+            await asyncio.wait_for(waiter, READY_TIMEOUT)
+        except TimeoutError:
+            # Redis took the SUBSCRIBE and the PUBLISH but the probe is late (an overloaded
+            # process, say): carry on; the outage watchdog reports a broker that is really gone.
+            logger.warning("realtime: no confirmation from the broker for %s after %ss", name, READY_TIMEOUT)
         finally:
             hub.ready_waiters.pop(token, None)
 

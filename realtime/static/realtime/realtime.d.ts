@@ -14,6 +14,8 @@ export declare const ERROR_CODES: Readonly<{
   TOO_MANY_SUBSCRIPTIONS: "too_many_subscriptions";
   ALREADY_AUTHENTICATED: "already_authenticated";
   RATE_LIMITED: "rate_limited";
+  HISTORY_DISABLED: "history_disabled";
+  PRESENCE_DISABLED: "presence_disabled";
   UNAVAILABLE: "unavailable";
   INTERNAL_ERROR: "internal_error";
 }>;

@@ -69,6 +69,8 @@ export const ERROR_CODES = Object.freeze({
   TOO_MANY_SUBSCRIPTIONS: "too_many_subscriptions",
   ALREADY_AUTHENTICATED: "already_authenticated",
   RATE_LIMITED: "rate_limited",
+  HISTORY_DISABLED: "history_disabled",
+  PRESENCE_DISABLED: "presence_disabled",
   UNAVAILABLE: "unavailable",
   INTERNAL_ERROR: "internal_error",
 });
