@@ -266,11 +266,24 @@ class RedisHistory:
         """A client for the running event loop (redis-py's asyncio clients are loop-bound)."""
         from channels_redis.utils import create_pool
         from redis import asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+        from redis.exceptions import ConnectionError as RedisConnectionError
 
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is None:
-            host = {"socket_connect_timeout": 5, "socket_timeout": 5, **self.host, "decode_responses": True}
+            host = {
+                "socket_connect_timeout": 5,
+                "socket_timeout": 5,
+                **self.host,
+                "decode_responses": True,
+                # After Redis restarts, pooled connections are dead and the first command
+                # on each fails: try once more on a fresh one. Only on connection errors,
+                # which mean the script never ran (a timeout might mean it did).
+                "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+                "retry_on_error": [RedisConnectionError],
+            }
             client = aioredis.Redis(connection_pool=create_pool(host))
             client.scripts = {
                 "append": client.register_script(APPEND),

@@ -56,3 +56,30 @@ def test_publications_resume_after_redis_restarts_and_subscribers_are_told_of_th
     }
     assert writer.publish(news.name, "e", "after")["ok"] is True
     assert reader.next_message(timeout=10)["message"]["data"] == "after"
+
+
+@pytest.mark.parametrize("durable", [True, False], ids=["durable", "redis-only"])
+def test_after_an_outage_a_subscriber_recovers_from_history_where_the_channel_kept_it(
+    lonely_redis, server_on_lonely_redis, connect, make_key, make_channel, uid, durable
+):
+    name = make_channel(f"kept-{uid}", history_size=10, history_durable=durable).name
+    reader, writer = connect(server_on_lonely_redis), connect(server_on_lonely_redis)
+    reader.auth(make_key(access="read-only"))
+    writer.auth(make_key())
+    reader.subscribe(name)
+    writer.publish(name, "e", "before")
+    seen = reader.next_message()["message"]
+
+    lonely_redis.stop()  # this Redis keeps nothing on disk: its data is gone
+    lonely_redis.start()
+    assert reader.next_message(timeout=15) == {"missed": {"channel": name, "reason": "broker_unavailable"}}
+    reader.unsubscribe(name)
+    reply = reader.subscribe(name, since={"offset": seen["offset"], "epoch": seen["epoch"]})
+
+    # A durable channel comes back from the database with its epoch and offsets; a channel
+    # kept only in Redis starts a new epoch, and the subscriber is told it must reload.
+    assert reply["recovered"] is durable
+    assert (reply["epoch"] == seen["epoch"]) is durable
+    after = writer.publish(name, "e", "after")
+    assert after["offset"] == (2 if durable else 1)
+    assert reader.next_message(timeout=10)["message"]["data"] == "after"
