@@ -1,8 +1,8 @@
 """The WebSocket consumer: socket I/O only. Parse, authorise, act, reply.
 
 Frames are parsed by ``realtime.protocol``, credentials checked by ``realtime.auth``,
-access decided by the policy in ``realtime.permissions``, and publications carried by
-``realtime.publish`` and the hub. Every error a client can cause is a
+and what each command does (with the access checks) is ``realtime.actions``, which the
+Bayeux endpoint shares. Every error a client can cause is a
 ``RealtimeError`` turned into ``{"err": code}`` in :meth:`RealtimeConsumer.handle_text`.
 
 Two things the stock Channels consumer does are skipped on purpose, both for speed
@@ -20,28 +20,21 @@ import uuid
 from channels.consumer import AsyncConsumer
 from channels.exceptions import StopConsumer
 
-from . import auth, protocol, registry, tokens
+from . import actions, auth, protocol, tokens
 from .conf import settings
 from .errors import (
-    AccessDenied,
     AlreadyAuthenticated,
     CloseCode,
     ErrorCode,
-    HistoryDisabled,
-    InvalidChannel,
     InvalidData,
-    PresenceDisabled,
     RateLimited,
     RealtimeError,
-    TooManySubscriptions,
     Unavailable,
 )
 from .hub import get_hub
-from .names import is_pattern, pattern_prefix, validate_channel_name, validate_subscription_name
+from .names import validate_subscription_name
 from .origins import origin_allowed, origin_from_scope
 from .outbox import Outbox
-from .permissions import get_policy
-from .publishing import send_publication
 from .ratelimit import TokenBucket
 
 logger = logging.getLogger("realtime")
@@ -148,132 +141,21 @@ class RealtimeConsumer(AsyncConsumer):
         self.push(protocol.ok_frame(command.id))
 
     async def do_subscribe(self, command: protocol.Subscribe) -> None:
-        name = validate_subscription_name(command.channel)
-        if command.since is not None and is_pattern(name):
-            raise InvalidData("since recovers one channel's history; patterns have none")
-        if name in self.subscriptions:
-            self.push(protocol.ok_frame(command.id))
-            return
-        if len(self.subscriptions) >= settings.MAX_SUBSCRIPTIONS:
-            raise TooManySubscriptions(f"at most {settings.MAX_SUBSCRIPTIONS} subscriptions")
-        if is_pattern(name):
-            await self._authorize_pattern(name)
-            await self.hub.subscribe(self, name)
-            self.push(protocol.ok_frame(command.id))
-            return
-        info = await self._authorize_channel(name)
-        if info.presence:
-            await self._subscribe_present(command, name, info)
-        elif info.has_history:
-            await self._subscribe_with_history(command, name, info)
-        else:
-            await self.hub.subscribe(self, name)
-            extra = {"recovered": False} if command.since is not None else {}
-            self.push(protocol.ok_frame(command.id, **extra))
-
-    async def _subscribe_present(self, command: protocol.Subscribe, name: str, info) -> None:
-        """Subscribe to a channel with presence: listed once subscribed, before the reply."""
-        if info.has_history:
-            await self._subscribe_with_history(command, name, info, client=self.client_id)
-        else:
-            await self.hub.subscribe(self, name)
-        if name not in self.subscriptions:
-            return
-        try:
-            await self.hub.join(self, name, info)
-        except BaseException:
-            self.hub.unsubscribe(self, name)
-            raise
-        if not info.has_history:
-            extra = {"recovered": False} if command.since is not None else {}
-            self.push(protocol.ok_frame(command.id, client=self.client_id, **extra))
-
-    async def _subscribe_with_history(self, command: protocol.Subscribe, name: str, info, **reply) -> None:
-        """Subscribe, recovering what was published after ``command.since`` first.
-
-        Live publications are held back from the moment the hub listens; the stored
-        ones are then read, and both are sent in offset order with none twice. A
-        reply of ``recovered: false`` means nothing was replayed (the epoch changed,
-        the gap is older than the history keeps, or longer than ``RECOVERY_LIMIT``).
-        """
-        since = command.since
-        store = self.hub.broker.history
-        await self.hub.subscribe(self, name, hold=True)
-        try:
-            if since is None:
-                position = await store.position(name, info)
-                replay, recovered = [], None
-            else:
-                replay, recovered, position = await self._recover(store, name, info, since)
-        except BaseException:
-            self.hub.unsubscribe(self, name)
-            raise
-        if name not in self.subscriptions:
-            return  # dropped meanwhile (revoked, deactivated)
-        # From here to the end: no await, so nothing is delivered in between.
-        held = self.hub.release(self, name)
-        last = replay[-1][0] if replay else (since.offset if recovered else position.offset)
-        extra = {**reply, "offset": max(last, position.offset), "epoch": position.epoch}
-        if recovered is not None:
-            extra["recovered"] = recovered
-        self.push(protocol.ok_frame(command.id, **extra))
-        for _, frame in replay:
+        result = await actions.subscribe(self.hub, self, command.channel, command.since)
+        # No await from here on: recovered frames go out right after the reply.
+        self.push(protocol.ok_frame(command.id, **result.reply))
+        for frame in result.frames:
             self.push(frame)
-        for offset, frame in held:
-            if offset is None or offset > last:
-                self.push(frame)
-
-    async def _recover(self, store, name: str, info, since: protocol.Since):
-        limit = min(settings.RECOVERY_LIMIT, protocol.HISTORY_MAX_LIMIT)
-        page = await store.read(name, info, since.offset, limit, since.epoch)
-        if not page.complete or page.more or since.offset > page.position.offset:
-            return [], False, page.position
-        replay = list(zip(page.offsets, page.frames, strict=True))
-        # The store answered after the hub began listening, so anything newer is held.
-        # A gap between the two can only come from a layer that numbers and sends in two
-        # steps (see realtime.broker): read the missing part once more.
-        held = self.hub.held(self, name)
-        last = replay[-1][0] if replay else since.offset
-        first_held = next((offset for offset, _ in held if offset is not None), None)
-        if first_held is not None and first_held > last + 1:
-            more = await store.read(name, info, last, first_held - last - 1, since.epoch)
-            replay += zip(more.offsets, more.frames, strict=True)
-        return replay, True, page.position
-
-    async def _authorize_pattern(self, pattern: str) -> None:
-        prefix = pattern_prefix(pattern)
-        info = await registry.aresolve(prefix) if prefix else None
-        if not get_policy().can_subscribe_pattern(self.principal, pattern, info):
-            if self.principal is None or info is not None or not prefix:
-                raise AccessDenied("this pattern is outside what these credentials may read")
-            raise InvalidChannel(f"no active channel covers {prefix!r}")
-
-    async def _authorize_channel(self, name: str) -> registry.ChannelInfo:
-        info = await registry.aresolve(name)
-        if self.principal is None and (info is None or not info.anonymous_read):
-            raise AccessDenied("authenticate first")
-        if info is None:
-            raise InvalidChannel(f"no active channel covers {name!r}")
-        if not get_policy().can_subscribe(self.principal, info):
-            raise AccessDenied("channel is outside this key's scope")
-        return info
 
     async def do_history(self, command: protocol.History) -> None:
-        name = validate_channel_name(command.channel)
-        info = await self._authorize_channel(name)
-        if not info.has_history:
-            raise HistoryDisabled(f"{name!r} keeps no history")
-        page = await self.hub.broker.history.read(name, info, command.since, command.limit, command.epoch)
-        self.push(protocol.history_reply(command.id, name, page))
+        page = await actions.history(
+            self.hub, self.principal, command.channel, command.since, command.limit, command.epoch
+        )
+        self.push(protocol.history_reply(command.id, command.channel, page))
 
     async def do_presence(self, command: protocol.Presence) -> None:
-        name = validate_channel_name(command.channel)
-        info = await self._authorize_channel(name)
-        if not info.presence:
-            raise PresenceDisabled(f"{name!r} has no presence")
-        members, left = await self.hub.broker.presence.members(name)
-        await self.hub.announce_left(name, info, left)
-        self.push(protocol.presence_reply(command.id, name, members))
+        members = await actions.presence(self.hub, self.principal, command.channel)
+        self.push(protocol.presence_reply(command.id, command.channel, members))
 
     async def do_unsubscribe(self, command: protocol.Unsubscribe) -> None:
         name = validate_subscription_name(command.channel)
@@ -281,18 +163,7 @@ class RealtimeConsumer(AsyncConsumer):
         self.push(protocol.ok_frame(command.id))
 
     async def do_publish(self, command: protocol.Publish) -> None:
-        if self.principal is None:
-            raise AccessDenied("authenticate first")
-        if not self.principal.can_write:
-            raise AccessDenied("read-only access cannot publish")
-        name = validate_channel_name(command.channel)
-        info = await registry.aresolve(name)
-        if info is None:
-            raise InvalidChannel(f"no active channel covers {name!r}")
-        if not get_policy().can_publish(self.principal, info):
-            raise AccessDenied("channel is outside this key's scope")
-        user = self.principal.user
-        publication = await send_publication(name, command.event, command.data, user, info=info)
+        publication = await actions.publish(self.principal, command.channel, command.event, command.data)
         if publication.offset is None:
             self.push(protocol.ok_frame(command.id))
         else:
