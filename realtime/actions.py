@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import protocol, registry
+from . import auth, protocol, registry, tokens
 from .auth import Principal
 from .conf import settings
 from .errors import (
@@ -39,6 +39,13 @@ class Subscribed:
 
     reply: dict[str, Any] = field(default_factory=dict)
     frames: list[str] = field(default_factory=list)
+
+
+async def authenticate(credentials: protocol.Auth) -> Principal:
+    """The principal for an access key's secret or a signed browser token."""
+    if credentials.token is not None:
+        return tokens.verify_token(credentials.token).limited_to(credentials.access)
+    return await auth.authenticate(credentials.secret, credentials.access)
 
 
 async def authorize_channel(principal: Principal | None, name: str) -> registry.ChannelInfo:

@@ -20,7 +20,7 @@ import uuid
 from channels.consumer import AsyncConsumer
 from channels.exceptions import StopConsumer
 
-from . import actions, auth, protocol, tokens
+from . import actions, auth, protocol
 from .conf import settings
 from .errors import (
     AlreadyAuthenticated,
@@ -131,10 +131,7 @@ class RealtimeConsumer(AsyncConsumer):
     async def do_auth(self, command: protocol.Auth) -> None:
         if self.principal is not None:
             raise AlreadyAuthenticated("log out first")
-        if command.token is not None:
-            principal = tokens.verify_token(command.token).limited_to(command.access)
-        else:
-            principal = await auth.authenticate(command.secret, command.access)
+        principal = await actions.authenticate(command)
         if self.closing:
             return
         self.principal = principal

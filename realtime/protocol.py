@@ -127,6 +127,12 @@ def _finite_float(text: str) -> float:
     return value
 
 
+def decode(text: str | bytes):
+    """``json.loads`` for client input: no NaN, Infinity or out-of-range floats, which
+    could not be encoded again for subscribers. Raises ValueError or RecursionError."""
+    return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+
+
 def is_encodable(text: str) -> bool:
     """False for strings holding lone surrogates (from JSON escapes such as "\\ud800"),
     which cannot be sent as UTF-8 and so must never reach a reply or a subscriber."""
@@ -189,7 +195,8 @@ def _flag(value: Any, command: str) -> None:
         raise InvalidData(f"{command} must be true")
 
 
-def _parse_auth(request_id: RequestId, value: Any) -> Auth:
+def parse_auth(request_id: RequestId, value: Any) -> Auth:
+    """The body of an ``auth`` command (the Bayeux handshake's ``ext.auth`` too)."""
     body = _body(value, "auth")
     access = body.get("access")
     if access is not None and access not in ACCESS_LEVELS:
@@ -265,7 +272,7 @@ def _parse_ping(request_id: RequestId, value: Any) -> Ping:
 
 
 PARSERS = {
-    "auth": _parse_auth,
+    "auth": parse_auth,
     "subscribe": _parse_subscribe,
     "unsubscribe": _parse_unsubscribe,
     "publish": _parse_publish,
@@ -291,7 +298,7 @@ def parse_frame(text: str, max_size: int) -> Command:
     ):
         raise _fail(MessageTooLarge(f"frames are limited to {max_size} bytes"), None)
     try:
-        frame = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        frame = decode(text)
     except (ValueError, RecursionError):
         raise _fail(InvalidData("frame is not valid JSON"), None) from None
     if not isinstance(frame, dict):

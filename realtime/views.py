@@ -10,7 +10,6 @@ with an HTTP status that matches (see docs/protocol.md).
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from urllib.parse import urlencode
 
@@ -19,7 +18,7 @@ from django.utils.http import http_date
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 
-from . import auth, keys, protocol, registry, tokens
+from . import actions, auth, keys, protocol, registry, tokens
 from .broker import get_broker
 from .conf import settings
 from .errors import (
@@ -33,7 +32,6 @@ from .errors import (
 )
 from .names import validate_channel_name
 from .permissions import get_policy
-from .publishing import send_publication
 
 logger = logging.getLogger("realtime")
 
@@ -71,17 +69,11 @@ async def _publish(request) -> JsonResponse:
     if declared > limit or len(request.body) > limit:
         raise MessageTooLarge(f"bodies are limited to {limit} bytes")
     try:
-        body = json.loads(request.body, parse_constant=protocol._reject_constant)
+        body = protocol.decode(request.body)
     except (ValueError, RecursionError):
         raise InvalidData("body is not valid JSON") from None
     command = protocol.PARSERS["publish"](None, body)
-    name = validate_channel_name(command.channel)
-    info = await registry.aresolve(name)
-    if info is None:
-        raise InvalidChannel(f"no active channel covers {name!r}")
-    if not get_policy().can_publish(principal, info):
-        raise AccessDenied("channel is outside this key's scope")
-    publication = await send_publication(name, command.event, command.data, info=info)
+    publication = await actions.publish(principal, command.channel, command.event, command.data)
     reply = {"ok": True}
     if publication.offset is not None:
         reply.update(offset=publication.offset, epoch=publication.epoch)
