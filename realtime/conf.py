@@ -51,6 +51,15 @@ DEFAULTS: dict[str, Any] = {
     "TOKEN_GRANT": "realtime.tokens.default_grant",
     # The channel layer alias used to carry publications between processes.
     "CHANNEL_LAYER": "default",
+    # Bayeux (docs/bayeux.md). Seconds a /meta/connect is held when there is nothing to
+    # deliver (advice.timeout); seconds a client waits between connects (advice.interval);
+    # seconds a session lives with no connect held and no WebSocket, after which it is
+    # forgotten and its client must handshake again.
+    "BAYEUX_TIMEOUT": 30.0,
+    "BAYEUX_INTERVAL": 0.0,
+    "BAYEUX_MAX_INTERVAL": 10.0,
+    # Service channel -> dotted path of its handler (realtime.bayeux.services).
+    "BAYEUX_SERVICES": {},
 }
 
 

@@ -223,9 +223,13 @@ def _parse_subscribe(request_id: RequestId, value: Any) -> Subscribe:
     channel = _channel(body, "subscribe")
     if body.get("since") is None:
         return Subscribe(request_id, channel)
-    since = _body(body["since"], "subscribe.since")
-    offset = _offset(since.get("offset"), "subscribe.since.offset")
-    return Subscribe(request_id, channel, Since(offset, _epoch(since, "subscribe.since")))
+    return Subscribe(request_id, channel, parse_since(body["since"], "subscribe.since"))
+
+
+def parse_since(value: Any, field: str) -> Since:
+    """A position ``{"offset": N, "epoch": E}`` (also Bayeux's ``ext.realtime.since``)."""
+    since = _body(value, field)
+    return Since(_offset(since.get("offset"), f"{field}.offset"), _epoch(since, field))
 
 
 def _parse_history(request_id: RequestId, value: Any) -> History:

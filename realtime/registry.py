@@ -94,3 +94,22 @@ async def aresolve(name: str) -> ChannelInfo | None:
     info = await sync_to_async(resolve)(name)
     cache.put(name, info)
     return info
+
+
+# Not a channel name (names cannot hold NUL), so it never meets a real entry.
+_ANONYMOUS_KEY = "\0anonymous-read"
+
+
+def _anonymous_read_anywhere() -> bool:
+    from .models import Channel
+
+    return Channel.objects.filter(is_active=True, anonymous_read=True).exists()
+
+
+async def anonymous_read_anywhere() -> bool:
+    """Whether any active channel may be read without credentials (cached like names)."""
+    found = cache.get(_ANONYMOUS_KEY)
+    if found is MISSING:
+        found = await sync_to_async(_anonymous_read_anywhere)()
+        cache.put(_ANONYMOUS_KEY, found)
+    return found

@@ -1,8 +1,9 @@
 """HTTP routes. Mount with ``path("realtime/", include("realtime.urls"))``."""
 
-from django.urls import path
+from django.urls import path, re_path
 
 from . import views
+from .bayeux.http import bayeux_view
 
 app_name = "realtime"
 
@@ -10,4 +11,6 @@ urlpatterns = [
     path("api/publish", views.publish_view, name="publish"),
     path("token", views.token_view, name="token"),
     path("log/<path:channel>", views.log_view, name="log"),
+    # Bayeux long-polling and callback-polling; CometD appends /handshake, /connect...
+    re_path(r"^bayeux(?:/(?P<suffix>[^/]*))?$", bayeux_view, name="bayeux"),
 ]

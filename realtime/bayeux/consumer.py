@@ -1,0 +1,159 @@
+"""Bayeux over WebSocket: socket I/O only, the messages are ``BayeuxServer``'s.
+
+Frames hold arrays of messages both ways. Replies to one frame go out together, in
+one frame; a delivery goes out at once, after any reply it must follow. The reply to
+``/meta/connect`` is held up to ``BAYEUX_TIMEOUT`` (it is the client's heartbeat),
+while everything else flows past it.
+
+As for the native consumer, there is no per-connection channel-layer channel and no
+thread hop per frame (see ``realtime.consumers``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from channels.consumer import AsyncConsumer
+from channels.exceptions import StopConsumer
+
+from ..conf import settings
+from ..errors import CloseCode, Unavailable
+from ..origins import origin_allowed, origin_from_scope
+from ..outbox import Outbox
+from . import protocol as bayeux
+from .protocol import BayeuxError
+from .sessions import get_server
+
+logger = logging.getLogger("realtime")
+
+
+class BayeuxConsumer(AsyncConsumer):
+    """Serves Bayeux (``docs/bayeux.md``) on one WebSocket, for any number of sessions."""
+
+    channel_layer_alias = "realtime.no-layer"
+    server = None
+    closing = False
+
+    async def dispatch(self, message: dict) -> None:
+        handler = EVENTS.get(message["type"])
+        if handler is not None:
+            await handler(self, message)
+
+    # ASGI events -------------------------------------------------------------------
+
+    async def websocket_connect(self, message: dict) -> None:
+        self.sessions: set = set()
+        self.replies: list[str] = []
+        self.handling = False
+        self.invalid_frames = 0
+        self.auth_failures = 0
+        self.outbox = Outbox(self.base_send, settings.MAX_PENDING_FRAMES, self._too_slow)
+        await self.base_send({"type": "websocket.accept"})
+        if not origin_allowed(origin_from_scope(self.scope)):
+            await self.close(CloseCode.ORIGIN_NOT_ALLOWED)
+            return
+        try:
+            self.server = await get_server()
+        except Unavailable:
+            await self.close(CloseCode.UNAVAILABLE)
+
+    async def websocket_receive(self, message: dict) -> None:
+        if self.closing:
+            return
+        text = message.get("text")
+        try:
+            if text is None:
+                raise bayeux.invalid("binary frames are not supported; send JSON text")
+            messages = bayeux.parse_payload(text, settings.MAX_MESSAGE_SIZE)
+        except BayeuxError as error:
+            self.send_reply(bayeux.error_reply(None, error))
+            self.invalid_frames += 1
+            if self.invalid_frames >= settings.MAX_INVALID_FRAMES:
+                await self.close(CloseCode.TOO_MANY_INVALID_FRAMES)
+            return
+        self.invalid_frames = 0
+        self.handling = True
+        try:
+            connect = await self.server.handle(messages, self)
+            if connect is not None:
+                request, session = connect
+                now, timeout = self.server.connect_now(session, request, batched=len(messages) > 1)
+                if now:
+                    self.send_reply(self.server.connect_reply(session, request))
+                else:
+                    session.hold_reply(self, request, timeout)
+        finally:
+            self.handling = False
+            self._flush()
+
+    async def websocket_disconnect(self, message: dict) -> None:
+        self.closing = True
+        self._let_go()
+        self.outbox.cancel()
+        raise StopConsumer()
+
+    # What sessions and the server call ---------------------------------------------
+
+    def send_reply(self, reply: dict) -> None:
+        self.replies.append(bayeux.encode(reply))
+        if not self.handling:
+            self._flush()
+
+    def deliver(self, payload: str) -> None:
+        """An encoded one-message batch for one of this socket's sessions."""
+        if self.replies:
+            self._flush()  # replies first: a client ignores messages for a subscription not yet confirmed
+        self.outbox.push(payload)
+
+    def use(self, session, connect: bool) -> None:
+        session.attach(self)
+
+    def handshake_failed(self) -> None:
+        self.auth_failures += 1
+        if self.auth_failures >= settings.MAX_AUTH_FAILURES:
+            asyncio.get_running_loop().create_task(self.close(CloseCode.TOO_MANY_AUTH_FAILURES))
+
+    # Helpers -----------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        if self.replies:
+            self.outbox.push(bayeux.batch(self.replies))
+            self.replies = []
+
+    def _let_go(self) -> None:
+        """Sessions outlive their socket for BAYEUX_MAX_INTERVAL (a client may come back)."""
+        for session in list(self.sessions):
+            session.detach(self)
+        self.sessions.clear()
+
+    async def close(self, code: int) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        self._flush()
+        self._let_go()
+        await self.outbox.flush()
+        self.outbox.push_message({"type": "websocket.close", "code": int(code)})
+        self.outbox.closed = True
+
+    def _too_slow(self) -> None:
+        logger.info("realtime: closing a Bayeux WebSocket that reads too slowly")
+        self.closing = True
+        # Messages were lost: the sessions end, and their clients handshake again.
+        for session in list(self.sessions):
+            self.server.end(session, "too_slow")
+        asyncio.get_running_loop().create_task(self._send_close(CloseCode.TOO_SLOW))
+
+    async def _send_close(self, code: int) -> None:
+        try:
+            await self.base_send({"type": "websocket.close", "code": int(code)})
+        except Exception:
+            pass  # the client is gone already
+
+
+EVENTS = {
+    "websocket.connect": BayeuxConsumer.websocket_connect,
+    "websocket.receive": BayeuxConsumer.websocket_receive,
+    "websocket.disconnect": BayeuxConsumer.websocket_disconnect,
+}
