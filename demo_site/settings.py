@@ -78,7 +78,14 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 # Browser tokens: who may read and write where (demo_site/realtime_grants.py).
-REALTIME = {"TOKEN_GRANT": "demo_site.realtime_grants.grant"}
+REALTIME = {
+    "TOKEN_GRANT": "demo_site.realtime_grants.grant",
+    # Request/response over Bayeux (demo_site/bayeux_services.py).
+    "BAYEUX_SERVICES": {
+        "/service/echo": "demo_site.bayeux_services.echo",
+        "/service/whoami": "demo_site.bayeux_services.whoami",
+    },
+}
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -21,6 +21,9 @@ NUMBERS = {
     "RATE_BURST": int,
     "RATE_LIMIT": (int, float),
     "REVALIDATE_INTERVAL": (int, float),
+    "BAYEUX_TIMEOUT": (int, float),
+    "BAYEUX_INTERVAL": (int, float),
+    "BAYEUX_MAX_INTERVAL": (int, float),
 }
 
 
@@ -73,7 +76,43 @@ def check_settings(app_configs=None, **kwargs):
                 id="realtime.E004",
             )
         )
+    errors.extend(_check_services(user.get("BAYEUX_SERVICES", DEFAULTS["BAYEUX_SERVICES"])))
     errors.extend(_check_layer(user))
+    return errors
+
+
+def _check_services(services) -> list:
+    if not isinstance(services, dict):
+        return [
+            Error(
+                "REALTIME['BAYEUX_SERVICES'] must be a dict.",
+                hint='For example {"/service/echo": "myapp.services.echo"}.',
+                id="realtime.E006",
+            )
+        ]
+    errors = []
+    for channel, path in services.items():
+        if not isinstance(channel, str) or not channel.startswith("/service/") or channel.endswith("/"):
+            errors.append(
+                Error(
+                    f"REALTIME['BAYEUX_SERVICES'] has a key {channel!r} that is no service channel.",
+                    hint="Keys are channels under /service/, such as /service/echo.",
+                    id="realtime.E006",
+                )
+            )
+        try:
+            if not isinstance(path, str):
+                raise ImportError("it is not a dotted path")
+            import_string(path)
+        except ImportError as error:
+            errors.append(
+                Error(
+                    f"The handler {path!r} of {channel!r} cannot be imported: {error}",
+                    hint="Give the dotted path of a function that takes a "
+                    "realtime.bayeux.services.ServiceRequest.",
+                    id="realtime.E007",
+                )
+            )
     return errors
 
 

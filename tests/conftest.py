@@ -15,6 +15,17 @@ STRICT = {
     "RATE_BURST": 10,
 }
 
+# Bayeux: connects held 5 s, sessions forgotten 3 s after their last connect, and the
+# demo's service handlers.
+BAYEUX = {
+    "BAYEUX_TIMEOUT": 5,
+    "BAYEUX_MAX_INTERVAL": 3,
+    "BAYEUX_SERVICES": {
+        "/service/echo": "demo_site.bayeux_services.echo",
+        "/service/whoami": "demo_site.bayeux_services.whoami",
+    },
+}
+
 
 @pytest.fixture(scope="session")
 def django_db_modify_db_settings(tmp_path_factory):
@@ -52,7 +63,7 @@ def _start(request, service_dir, **kwargs):
 @pytest.fixture(scope="session")
 def servers(request, service_dir, redis_server, test_database):
     """Two daphne processes sharing one Redis: they should behave as one server."""
-    realtime = {"REVALIDATE_INTERVAL": 2, "PRESENCE_TTL": 3}
+    realtime = {"REVALIDATE_INTERVAL": 2, "PRESENCE_TTL": 3, **BAYEUX}
     return [
         _start(request, service_dir, database=test_database, redis_url=redis_server.url, realtime=realtime)
         for _ in range(2)

@@ -53,6 +53,10 @@ def test_every_documented_key_with_a_valid_value_gives_no_messages(production):
         "ALLOWED_ORIGINS": ["https://example.com", ".example.org", "*"],
         "POLICY": "realtime.permissions.Policy",
         "CHANNEL_LAYER": "default",
+        "BAYEUX_TIMEOUT": 20,
+        "BAYEUX_INTERVAL": 0.5,
+        "BAYEUX_MAX_INTERVAL": 15,
+        "BAYEUX_SERVICES": {"/service/echo": "demo_site.bayeux_services.echo"},
     }
     assert check_settings() == []
 
@@ -131,6 +135,26 @@ def test_e004_policy_that_cannot_be_imported(production, path):
 def test_e004_policy_that_is_not_a_dotted_path(production, path):
     production.REALTIME = {"POLICY": path}
     assert ids(check_settings()) == ["realtime.E004"]
+
+
+@pytest.mark.parametrize("services", [[], "x", None])
+def test_e006_bayeux_services_that_is_not_a_dict(production, services):
+    production.REALTIME = {"BAYEUX_SERVICES": services}
+    assert ids(check_settings()) == ["realtime.E006"]
+
+
+@pytest.mark.parametrize("channel", ["/rooms/echo", "service/echo", "/service/", 7])
+def test_e006_bayeux_services_keys_are_service_channels(production, channel):
+    production.REALTIME = {"BAYEUX_SERVICES": {channel: "demo_site.bayeux_services.echo"}}
+    assert ids(check_settings()) == ["realtime.E006"]
+
+
+@pytest.mark.parametrize("path", ["demo_site.bayeux_services.nope", "nope.echo", None])
+def test_e007_a_bayeux_service_handler_that_cannot_be_imported(production, path):
+    production.REALTIME = {"BAYEUX_SERVICES": {"/service/echo": path}}
+    messages = check_settings()
+    assert ids(messages) == ["realtime.E007"]
+    assert "/service/echo" in messages[0].msg
 
 
 def test_several_problems_are_all_reported(production):

@@ -63,9 +63,10 @@ async def bayeux_view(request, suffix: str = "") -> HttpResponse:
         if request.method == "POST":
             messages = _posted_messages(request)
         elif request.method == "GET":
-            callback = request.GET.get("jsonp", DEFAULT_CALLBACK)
-            if len(callback) > 64 or not JSONP_CALLBACK.match(callback):
+            name = request.GET.get("jsonp", DEFAULT_CALLBACK)
+            if len(name) > 64 or not JSONP_CALLBACK.match(name):
                 raise bayeux.invalid("jsonp must name a JavaScript function")
+            callback = name
             messages = _joined(request.GET.getlist("message"))
         else:
             return _cors(_refuse(bayeux.invalid("use POST, or GET for callback-polling"), 405), origin)

@@ -39,6 +39,21 @@ DISCONNECT = "/meta/disconnect"
 
 MessageId = str | int | None
 
+# The error texts of Bayeux's own. Refusals that the native protocol has a code for use
+# that code (access_denied, invalid_channel, ...): docs/bayeux.md lists both.
+ERRORS = (
+    "session_unknown",  # no such clientId (never was, expired, ended): handshake again
+    "handshake_denied",  # bad credentials, or anonymous where nothing is open to anonymous readers
+    "connection_types_unsupported",  # the handshake offered no connection type of ours
+    "channel_missing",  # a message without a channel
+    "channel_invalid",  # a malformed channel, or publishing to a wildcard
+    "subscription_missing",  # a subscribe or unsubscribe naming no channel
+    "subscribe_failed",  # subscribing to /meta/**
+    "unknown_channel",  # a /meta channel Bayeux does not have
+    "too_many_messages",  # more than MAX_BATCH messages in one payload
+    "origin_not_allowed",  # an HTTP request from a browser origin that may not connect
+)
+
 
 class BayeuxError(Exception):
     """A refusal, as Bayeux writes errors: ``"<code>:<args>:<text>"``.

@@ -99,7 +99,6 @@ class Session:
     async def hold(self, timeout: float) -> str | None:
         """Wait for something to deliver, at most ``timeout`` seconds. Returns
         SUPERSEDED when a newer connect took over, None otherwise."""
-        self.release(SUPERSEDED)
         waiter = self.waiter = self.server.loop.create_future()
         try:
             await asyncio.wait([waiter], timeout=timeout)
@@ -121,7 +120,6 @@ class Session:
 
     def hold_reply(self, socket, message: dict, timeout: float) -> None:
         """Over a WebSocket, the reply to /meta/connect waits (deliveries do not)."""
-        self.release()
         timer = self.server.loop.call_later(timeout, self.release)
         self.held_reply = (timer, socket, message)
 
@@ -223,7 +221,10 @@ class BayeuxServer:
         return bayeux.reply(message, bayeux.CONNECT, True, advice=self.advice())
 
     def connect_now(self, session: Session, message: dict, batched: bool) -> tuple[bool, float]:
-        """Whether to answer this /meta/connect at once, and how long to hold it if not."""
+        """Whether to answer this /meta/connect at once, and how long to hold it if not.
+
+        A connect still held for the session is answered now: this one takes over."""
+        session.release(SUPERSEDED)
         timeout = bayeux.connect_timeout(message, settings.BAYEUX_TIMEOUT)
         first = not session.connected
         session.connected = True
