@@ -340,6 +340,10 @@ class BayeuxServer:
                 fields["data"] = result
         # The answer goes to the sender alone; nothing is broadcast on /service/**.
         transport.send_reply(bayeux.reply(message, channel, True, **fields))
+        if fields:
+            # CometD's WebSocket transport waits for a reply without data to stop the
+            # request's timer (a reply with data answers the remote call only).
+            transport.send_reply(bayeux.reply(message, channel, True))
 
     # Lifetimes ---------------------------------------------------------------------
 
