@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from realtime.bayeux.protocol import ERRORS
 from realtime.conf import DEFAULTS
 from realtime.errors import CloseCode, ErrorCode
 
@@ -46,3 +47,11 @@ def test_the_docs_list_no_error_code_the_code_lacks():
 
 def test_the_docs_list_no_check_id_the_code_lacks():
     assert set(re.findall(r"realtime\.[EW]\d{3}", SETTINGS)) == set(CHECK_IDS)
+
+
+BAYEUX = (ROOT / "docs" / "bayeux.md").read_text()
+
+
+@pytest.mark.parametrize("text", ERRORS)
+def test_every_bayeux_error_is_in_the_bayeux_docs(text):
+    assert re.search(rf"`\d{{3}}:[^`]*:{text}`", BAYEUX)
