@@ -223,6 +223,15 @@ class LayerBroker:
             raise Unavailable("history needs a Redis channel layer (channels_redis)")
         try:
             if not info.has_history:
+                if self._group_prefix is not None:
+                    # One round trip for the three copies, not one per copy.
+                    await self.history.publish(
+                        [
+                            (f"{self._group_prefix}{group_name(key)}", msgpack.packb({**message, "via": via}))
+                            for key, via in _topics(name)
+                        ]
+                    )
+                    return None
                 for key, via in _topics(name):
                     await self.layer.group_send(group_name(key), {**message, "via": via})
                 return None

@@ -212,6 +212,13 @@ end
 return {offset, epoch, frame}
 """
 
+# ARGV: pairs of (pubsub channel, message). Every copy of a publication that keeps no
+# history, in one round trip (realtime.broker).
+PUBLISH = """
+for i = 1, #ARGV, 2 do redis.call('PUBLISH', ARGV[i], ARGV[i + 1]) end
+return 0
+"""
+
 # KEYS: meta, log. ARGV: 1 since, 2 limit, 3 new epoch, 4 durable, 5 ttl, 6 meta grace.
 # Returns {epoch, offset, entries...}, or {-1} to restore first.
 READ = """
@@ -287,6 +294,7 @@ class RedisHistory:
             client = aioredis.Redis(connection_pool=create_pool(host))
             client.scripts = {
                 "append": client.register_script(APPEND),
+                "publish": client.register_script(PUBLISH),
                 "read": client.register_script(READ),
                 "restore": client.register_script(RESTORE),
             }
@@ -315,6 +323,10 @@ class RedisHistory:
                 return Position(int(result[0]), result[1]), result[2]
             await self._restore(name, info)
         raise Unavailable("the durable history could not be restored")
+
+    async def publish(self, copies) -> None:
+        """PUBLISH each ``(pubsub channel, message)``, in one round trip."""
+        await self._call("publish", [], [part for copy in copies for part in copy])
 
     async def _restore(self, name: str, info: ChannelInfo) -> None:
         epoch, offset, rows = await sync_to_async(durable.restore)(name, info)
