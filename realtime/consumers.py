@@ -5,10 +5,11 @@ and what each command does (with the access checks) is ``realtime.actions``, whi
 Bayeux endpoint shares. Every error a client can cause is a
 ``RealtimeError`` turned into ``{"err": code}`` in :meth:`RealtimeConsumer.handle_text`.
 
-Two things the stock Channels consumer does are skipped on purpose, both for speed
-(see docs/performance.md): there is no per-connection channel-layer channel (the hub
-fans out), and there is no ``aclose_old_connections()`` thread hop before each
-message (only the handlers that touch the database hop, through sync_to_async).
+What the stock Channels consumer does per connection and per frame is skipped on
+purpose, for speed (see docs/performance.md and ``realtime.asgi``): there is no
+per-connection channel-layer channel (the hub fans out), no task per received frame,
+and no ``aclose_old_connections()`` thread hop before each message (only the handlers
+that touch the database hop, through sync_to_async).
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ import asyncio
 import logging
 import uuid
 
-from channels.consumer import AsyncConsumer
 from channels.exceptions import StopConsumer
 
 from . import actions, auth, protocol
+from .asgi import Consumer
 from .conf import settings
 from .errors import (
     AlreadyAuthenticated,
@@ -43,20 +44,12 @@ logger = logging.getLogger("realtime")
 MALFORMED = frozenset({ErrorCode.INVALID_DATA, ErrorCode.MESSAGE_TOO_LARGE})
 
 
-class RealtimeConsumer(AsyncConsumer):
+class RealtimeConsumer(Consumer):
     """Serves the native protocol (``docs/protocol.md``) on one WebSocket."""
-
-    # An alias with no layer behind it: Channels then creates no channel per connection.
-    channel_layer_alias = "realtime.no-layer"
 
     principal: auth.Principal | None = None
     hub = None
     closing = False
-
-    async def dispatch(self, message: dict) -> None:
-        handler = EVENTS.get(message["type"])
-        if handler is not None:
-            await handler(self, message)
 
     # ASGI events -------------------------------------------------------------------
 
@@ -226,7 +219,7 @@ class RealtimeConsumer(AsyncConsumer):
             pass  # the client is gone already
 
 
-EVENTS = {
+RealtimeConsumer.EVENTS = {
     "websocket.connect": RealtimeConsumer.websocket_connect,
     "websocket.receive": RealtimeConsumer.websocket_receive,
     "websocket.disconnect": RealtimeConsumer.websocket_disconnect,

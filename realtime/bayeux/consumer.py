@@ -5,8 +5,8 @@ one frame; a delivery goes out at once, after any reply it must follow. The repl
 ``/meta/connect`` is held up to ``BAYEUX_TIMEOUT`` (it is the client's heartbeat),
 while everything else flows past it.
 
-As for the native consumer, there is no per-connection channel-layer channel and no
-thread hop per frame (see ``realtime.consumers``).
+As for the native consumer, there is no per-connection channel-layer channel, no task
+and no thread hop per frame (see ``realtime.asgi``).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from channels.consumer import AsyncConsumer
 from channels.exceptions import StopConsumer
 
+from ..asgi import Consumer
 from ..conf import settings
 from ..errors import CloseCode, Unavailable
 from ..origins import origin_allowed, origin_from_scope
@@ -28,17 +28,11 @@ from .sessions import get_server
 logger = logging.getLogger("realtime")
 
 
-class BayeuxConsumer(AsyncConsumer):
+class BayeuxConsumer(Consumer):
     """Serves Bayeux (``docs/bayeux.md``) on one WebSocket, for any number of sessions."""
 
-    channel_layer_alias = "realtime.no-layer"
     server = None
     closing = False
-
-    async def dispatch(self, message: dict) -> None:
-        handler = EVENTS.get(message["type"])
-        if handler is not None:
-            await handler(self, message)
 
     # ASGI events -------------------------------------------------------------------
 
@@ -152,7 +146,7 @@ class BayeuxConsumer(AsyncConsumer):
             pass  # the client is gone already
 
 
-EVENTS = {
+BayeuxConsumer.EVENTS = {
     "websocket.connect": BayeuxConsumer.websocket_connect,
     "websocket.receive": BayeuxConsumer.websocket_receive,
     "websocket.disconnect": BayeuxConsumer.websocket_disconnect,
