@@ -114,7 +114,10 @@ async def subscribe(hub, conn, name: str, since: protocol.Since | None = None) -
     if recovered is not None:
         reply["recovered"] = recovered
     frames = [frame for _, frame in replay]
-    frames += [frame for offset, frame in held if offset is None or offset > last]
+    newer = [(offset, frame) for offset, frame in held if offset is None or offset > last]
+    frames += [frame for _, frame in newer]
+    # Live copies of what the history already gave may still be on their way.
+    hub.sent_up_to(conn, name, max([last, position.offset, *(o for o, _ in newer if o is not None)]))
     return Subscribed(reply, frames)
 
 

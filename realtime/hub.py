@@ -31,6 +31,9 @@ from .protocol import join_frame, leave_frame, missed_frame
 
 logger = logging.getLogger("realtime")
 
+# How long after a recovery live copies of recovered publications may still arrive.
+SKIP_SECONDS = 5.0
+
 
 class Subscriber(Protocol):
     """What the hub needs from a connection (the consumer implements it)."""
@@ -88,6 +91,12 @@ class Hub:
         # Channel -> connections recovering from history: their live publications are
         # held back (with offsets) until the stored ones have been sent.
         self.holding: dict[str, dict[Subscriber, list[tuple[int | None, str]]]] = {}
+        # Channel -> connections that recovered up to an offset, and until when: live
+        # copies at or below it are dropped. The history is read over another Redis
+        # connection than the one live publications arrive on, so a publication may be
+        # read a moment before it arrives. (Only for a moment: after a Redis flush,
+        # offsets start again from 1.)
+        self.skipping: dict[str, dict[Subscriber, tuple[int, float]]] = {}
         self.layer_channel: str | None = None
         self.ready_waiters: dict[str, asyncio.Future] = {}
         # Channel with presence -> (its configuration, local connections with an entry).
@@ -176,6 +185,11 @@ class Hub:
             del self.holding[name]
         return frames
 
+    def sent_up_to(self, conn: Subscriber, name: str, offset: int) -> None:
+        """``conn`` has been sent ``name``'s publications up to ``offset``: drop live
+        copies of those that are still on their way (until a newer one arrives)."""
+        self.skipping.setdefault(name, {})[conn] = (offset, self.loop.time() + SKIP_SECONDS)
+
     def held(self, conn: Subscriber, name: str) -> list[tuple[int | None, str]]:
         return self.holding.get(name, {}).get(conn, [])
 
@@ -183,6 +197,8 @@ class Hub:
         conn.subscriptions.discard(name)
         if name in self.holding:
             self.release(conn, name)
+        if name in self.skipping:
+            self._stop_skipping(name, conn)
         present = self.present.get(name)
         if present is not None and conn in present[1]:
             present[1].discard(conn)
@@ -229,21 +245,38 @@ class Hub:
         if via is None or via == "exact":
             subs = self.subscribers.get(name)
             if subs:
-                holding = self.holding.get(name)
-                if holding is None:
+                if name not in self.holding and name not in self.skipping:
                     for conn in subs:
                         conn.push(frame)
                 else:
-                    for conn in subs:
-                        held = holding.get(conn)
-                        if held is None:
-                            conn.push(frame)
-                        else:
-                            held.append((offset, frame))
+                    self._deliver_recovering(name, subs, frame, offset)
             if via == "exact":
                 return
         if self.patterns:
             self._deliver_to_patterns(name, frame, via, info)
+
+    def _deliver_recovering(self, name: str, subs, frame: str, offset: int | None) -> None:
+        """Deliver to a channel where some connections are recovering from history."""
+        holding = self.holding.get(name, {})
+        skipping = self.skipping.get(name, {})
+        for conn in list(subs):
+            held = holding.get(conn)
+            if held is not None:
+                held.append((offset, frame))
+                continue
+            mark = skipping.get(conn)
+            if mark is not None and offset is not None:
+                if offset <= mark[0] and self.loop.time() < mark[1]:
+                    continue  # sent already, from the history
+                self._stop_skipping(name, conn)
+            conn.push(frame)
+
+    def _stop_skipping(self, name: str, conn: Subscriber) -> None:
+        skipping = self.skipping.get(name)
+        if skipping is not None:
+            skipping.pop(conn, None)
+            if not skipping:
+                del self.skipping[name]
 
     def _deliver_to_patterns(self, name: str, frame: str, via: str | None, info) -> None:
         exact = self.subscribers.get(name, ())
