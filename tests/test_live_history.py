@@ -51,7 +51,7 @@ def test_publications_carry_offsets_that_increase_and_the_reply_says_which(
     assert all(p["epoch"] == reply["epoch"] for p in frame["publications"])
 
 
-@pytest.mark.parametrize("kind", ["exact", "covered", "durable"])
+@pytest.mark.parametrize("kind", ["exact", "covered", "durable", "presence"])
 def test_a_reconnecting_subscriber_gets_exactly_what_it_missed_in_order_then_live_ones(
     servers, connect, make_key, make_channel, uid, kind
 ):
@@ -59,7 +59,8 @@ def test_a_reconnecting_subscriber_gets_exactly_what_it_missed_in_order_then_liv
         make_channel(f"rooms-{uid}", include_subchannels=True, history_size=50)
         name = f"rooms-{uid}/42"
     else:
-        name = make_channel(f"{kind}-{uid}", history_size=50, history_durable=kind == "durable").name
+        fields = {"history_durable": kind == "durable", "presence": kind == "presence"}
+        name = make_channel(f"{kind}-{uid}", history_size=50, **fields).name
     key = make_key(access="read-only")
     writer = connect(servers[1])
     writer.auth(make_key())
@@ -80,6 +81,12 @@ def test_a_reconnecting_subscriber_gets_exactly_what_it_missed_in_order_then_liv
     assert reply["recovered"] is True and reply["offset"] == 6
     assert data_of(again, 6) == [(n + 1, n) for n in range(1, 7)]
     assert_nothing_more(again)
+    if kind == "presence":
+        # The reply names this connection as it appears in presence, recovery or not.
+        members = again.presence(name)["presence"]["members"]
+        assert {"user": None, "clients": [reply["client"]]} in members
+    else:
+        assert "client" not in reply
 
 
 def test_recovery_holds_back_live_publications_so_none_is_lost_or_doubled(
