@@ -5,6 +5,7 @@ the embedded in-memory default (``memory_server``).
 """
 
 import json
+import time
 import urllib.error
 import urllib.request
 
@@ -227,6 +228,54 @@ def test_the_embedded_default_keeps_history_and_recovers_too(
 
     assert reply["recovered"] is True
     assert data_of(again, 1) == [(2, 2)]
+
+
+# History lifetime ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("store", ["redis", "durable", "memory"])
+def test_publications_older_than_the_history_lifetime_are_gone_and_not_recovered(
+    request, connect, make_key, make_channel, uid, store
+):
+    server = request.getfixturevalue("memory_server" if store == "memory" else "server")
+    fields = {"history_size": 10, "history_ttl": 2, "history_durable": store == "durable"}
+    name = make_channel(f"ttl-{uid}", **fields).name
+    key = make_key()
+    writer = connect(server)
+    writer.auth(key)
+    first = writer.publish(name, "n", 1)
+    writer.publish(name, "n", 2)
+    assert [p["data"] for p in writer.history(name)["history"]["publications"]] == [1, 2]
+
+    time.sleep(2.5)  # past the two-second lifetime
+
+    page = writer.history(name)["history"]
+    assert page["publications"] == [] and page["complete"] is False
+    assert (page["offset"], page["epoch"]) == (2, first["epoch"])  # numbering goes on
+    reader = connect(server)
+    reader.auth(key)
+    reply = reader.subscribe(name, since={"offset": first["offset"], "epoch": first["epoch"]})
+    assert reply["recovered"] is False
+    assert (reply["offset"], reply["epoch"]) == (2, first["epoch"])
+    assert_nothing_more(reader)
+
+
+def test_a_durable_history_restored_after_a_flush_leaves_out_what_outlived_its_lifetime(
+    server, redis_server, connect, make_key, make_channel, uid
+):
+    name = make_channel(f"ttl-durable-{uid}", history_size=10, history_ttl=2, history_durable=True).name
+    client = connect(server)
+    client.auth(make_key())
+    old = client.publish(name, "n", "old")
+    time.sleep(2.5)  # "old" outlives the two-second lifetime, in Redis and in the database
+    client.publish(name, "n", "new")
+
+    redis_server.flush()  # the stream comes back from the database
+
+    page = client.history(name)["history"]
+    assert (page["offset"], page["epoch"]) == (2, old["epoch"])
+    assert [p["data"] for p in page["publications"]] == ["new"]
+    assert page["complete"] is False
 
 
 # The HTTP event log ------------------------------------------------------------------
