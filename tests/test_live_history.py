@@ -5,11 +5,17 @@ the embedded in-memory default (``memory_server``).
 """
 
 import json
+import re
 import time
 import urllib.error
 import urllib.request
 
 import pytest
+from django.contrib.auth.models import User
+from django.utils.http import parse_http_date
+
+import realtime
+from realtime import tokens
 
 pytestmark = [pytest.mark.live, pytest.mark.usefixtures("redis_layer")]
 
@@ -281,6 +287,10 @@ def test_a_durable_history_restored_after_a_flush_leaves_out_what_outlived_its_l
 # The HTTP event log ------------------------------------------------------------------
 
 
+# An HTTP date as RFC 9110 says to send it: "Sun, 06 Nov 1994 08:49:37 GMT".
+IMF_FIXDATE = r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT"
+
+
 def get(server, path, headers=None):
     req = urllib.request.Request(server.http_url + path, headers=headers or {})
     try:
@@ -325,3 +335,42 @@ def test_the_http_log_needs_credentials_unless_the_channel_is_public(
     assert get(servers[0], f"/realtime/log/{plain}", reader)[0] == 404
     status, _, body = get(servers[0], f"/realtime/log/{history_channel.name}?limit=0", reader)
     assert status == 400 and json.loads(body)["err"] == "invalid_data"
+
+
+def test_the_http_log_accepts_a_signed_browser_token_for_the_channels_it_names(
+    servers, make_channel, uid, history_channel
+):
+    user = User.objects.create_user(f"reader-{uid}")
+    realtime.publish(history_channel.name, "n", "for the token")
+    other = make_channel(f"elsewhere-{uid}", history_size=5).name
+    token, _ = tokens.issue_token(user, "read-only", [history_channel.name])
+    bearer = {"Authorization": f"Bearer {token}"}
+
+    status, _, body = get(servers[1], f"/realtime/log/{history_channel.name}", bearer)
+    assert status == 200
+    assert [p["data"] for p in json.loads(body)["publications"]] == ["for the token"]
+    status, _, body = get(servers[1], f"/realtime/log/{other}", bearer)
+    assert status == 403 and json.loads(body)["err"] == "access_denied"
+    forged = {"Authorization": f"Bearer {token[:-4]}abcd"}
+    assert get(servers[1], f"/realtime/log/{history_channel.name}", forged)[0] == 401
+
+
+def test_the_http_log_etag_and_last_modified_follow_new_publications(servers, make_key, history_channel):
+    auth = {"Authorization": f"Bearer {make_key(access='read-only')}"}
+    path = f"/realtime/log/{history_channel.name}"
+    realtime.publish(history_channel.name, "n", 1)
+    _, before, _ = get(servers[0], path, auth)
+    time.sleep(1.1)  # Last-Modified counts whole seconds
+
+    realtime.publish(history_channel.name, "n", 2)
+
+    status, after, body = get(servers[0], path, auth)
+    assert status == 200 and [p["data"] for p in json.loads(body)["publications"]] == [1, 2]
+    assert after["ETag"] != before["ETag"]
+    assert parse_http_date(after["Last-Modified"]) > parse_http_date(before["Last-Modified"])
+    assert re.fullmatch(IMF_FIXDATE, after["Last-Modified"]), after["Last-Modified"]
+    status, _, body = get(servers[0], path, {**auth, "If-None-Match": before["ETag"]})
+    assert status == 200 and [p["data"] for p in json.loads(body)["publications"]] == [1, 2]
+    status, revalidated, body = get(servers[0], path, {**auth, "If-None-Match": after["ETag"]})
+    assert (status, body) == (304, b"")
+    assert revalidated["ETag"] == after["ETag"]
