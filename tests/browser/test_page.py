@@ -68,3 +68,30 @@ def test_two_lines_in_a_template_give_the_page_a_connected_client(
     publisher.publish(room.name, "chat", {"text": "hi"})
     page.wait_for_function("received.length === 1")
     assert page.evaluate("received") == [{"channel": room.name, "event": "chat", "data": {"text": "hi"}}]
+
+
+def test_a_classic_inline_script_uses_window_realtime_once_the_document_is_parsed(
+    static_page, server, connect, make_key, make_channel, user, settings, uid
+):
+    news = make_channel(f"news-{uid}", anonymous_read=True)
+    tag = rendered("{% load realtime %}\n{% realtime %}", server, user, settings)
+    script = f"""<script>
+  // Module scripts run after the document is parsed: not yet here, but before DOMContentLoaded.
+  window.whileParsing = typeof window.Realtime;
+  window.received = [];
+  document.addEventListener("DOMContentLoaded", () => {{
+    const client = Realtime.RealtimeClient.fromPage();
+    client.subscribe("{news.name}", (message) => received.push(message));
+    client.connect().then(() => {{ window.client = client; }});
+  }});
+</script>"""
+    page = static_page(server, page_html(tag, script))
+
+    page.wait_for_function("window.client?.state === 'connected'")
+    assert page.evaluate("whileParsing") == "undefined"
+    assert page.evaluate("window.realtime") is None  # no client of its own without connect=True
+    publisher = connect(server)
+    publisher.auth(make_key())
+    publisher.publish(news.name, "headline", "from Python")
+    page.wait_for_function("received.length === 1")
+    assert page.evaluate("received[0].data") == "from Python"
