@@ -2,7 +2,8 @@
 
 Browsers always send ``Origin``; a page on another site could otherwise open a socket
 that rides on the user's cookies. Clients that send no Origin (servers, scripts) are
-let through: they hold no cookies of ours and must authenticate with a key.
+let through: they are no browser page, and they get no more than anyone else (a key,
+a signed token, or anonymous read; credentials never come from cookies).
 """
 
 from __future__ import annotations

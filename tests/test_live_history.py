@@ -5,10 +5,17 @@ the embedded in-memory default (``memory_server``).
 """
 
 import json
+import re
+import time
 import urllib.error
 import urllib.request
 
 import pytest
+from django.contrib.auth.models import User
+from django.utils.http import parse_http_date
+
+import realtime
+from realtime import tokens
 
 pytestmark = [pytest.mark.live, pytest.mark.usefixtures("redis_layer")]
 
@@ -51,7 +58,7 @@ def test_publications_carry_offsets_that_increase_and_the_reply_says_which(
     assert all(p["epoch"] == reply["epoch"] for p in frame["publications"])
 
 
-@pytest.mark.parametrize("kind", ["exact", "covered", "durable"])
+@pytest.mark.parametrize("kind", ["exact", "covered", "durable", "presence"])
 def test_a_reconnecting_subscriber_gets_exactly_what_it_missed_in_order_then_live_ones(
     servers, connect, make_key, make_channel, uid, kind
 ):
@@ -59,7 +66,8 @@ def test_a_reconnecting_subscriber_gets_exactly_what_it_missed_in_order_then_liv
         make_channel(f"rooms-{uid}", include_subchannels=True, history_size=50)
         name = f"rooms-{uid}/42"
     else:
-        name = make_channel(f"{kind}-{uid}", history_size=50, history_durable=kind == "durable").name
+        fields = {"history_durable": kind == "durable", "presence": kind == "presence"}
+        name = make_channel(f"{kind}-{uid}", history_size=50, **fields).name
     key = make_key(access="read-only")
     writer = connect(servers[1])
     writer.auth(make_key())
@@ -80,6 +88,12 @@ def test_a_reconnecting_subscriber_gets_exactly_what_it_missed_in_order_then_liv
     assert reply["recovered"] is True and reply["offset"] == 6
     assert data_of(again, 6) == [(n + 1, n) for n in range(1, 7)]
     assert_nothing_more(again)
+    if kind == "presence":
+        # The reply names this connection as it appears in presence, recovery or not.
+        members = again.presence(name)["presence"]["members"]
+        assert {"user": None, "clients": [reply["client"]]} in members
+    else:
+        assert "client" not in reply
 
 
 def test_recovery_holds_back_live_publications_so_none_is_lost_or_doubled(
@@ -222,7 +236,59 @@ def test_the_embedded_default_keeps_history_and_recovers_too(
     assert data_of(again, 1) == [(2, 2)]
 
 
+# History lifetime ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("store", ["redis", "durable", "memory"])
+def test_publications_older_than_the_history_lifetime_are_gone_and_not_recovered(
+    request, connect, make_key, make_channel, uid, store
+):
+    server = request.getfixturevalue("memory_server" if store == "memory" else "server")
+    fields = {"history_size": 10, "history_ttl": 2, "history_durable": store == "durable"}
+    name = make_channel(f"ttl-{uid}", **fields).name
+    key = make_key()
+    writer = connect(server)
+    writer.auth(key)
+    first = writer.publish(name, "n", 1)
+    writer.publish(name, "n", 2)
+    assert [p["data"] for p in writer.history(name)["history"]["publications"]] == [1, 2]
+
+    time.sleep(2.5)  # past the two-second lifetime
+
+    page = writer.history(name)["history"]
+    assert page["publications"] == [] and page["complete"] is False
+    assert (page["offset"], page["epoch"]) == (2, first["epoch"])  # numbering goes on
+    reader = connect(server)
+    reader.auth(key)
+    reply = reader.subscribe(name, since={"offset": first["offset"], "epoch": first["epoch"]})
+    assert reply["recovered"] is False
+    assert (reply["offset"], reply["epoch"]) == (2, first["epoch"])
+    assert_nothing_more(reader)
+
+
+def test_a_durable_history_restored_after_a_flush_leaves_out_what_outlived_its_lifetime(
+    server, redis_server, connect, make_key, make_channel, uid
+):
+    name = make_channel(f"ttl-durable-{uid}", history_size=10, history_ttl=2, history_durable=True).name
+    client = connect(server)
+    client.auth(make_key())
+    old = client.publish(name, "n", "old")
+    time.sleep(2.5)  # "old" outlives the two-second lifetime, in Redis and in the database
+    client.publish(name, "n", "new")
+
+    redis_server.flush()  # the stream comes back from the database
+
+    page = client.history(name)["history"]
+    assert (page["offset"], page["epoch"]) == (2, old["epoch"])
+    assert [p["data"] for p in page["publications"]] == ["new"]
+    assert page["complete"] is False
+
+
 # The HTTP event log ------------------------------------------------------------------
+
+
+# An HTTP date as RFC 9110 says to send it: "Sun, 06 Nov 1994 08:49:37 GMT".
+IMF_FIXDATE = r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT"
 
 
 def get(server, path, headers=None):
@@ -269,3 +335,42 @@ def test_the_http_log_needs_credentials_unless_the_channel_is_public(
     assert get(servers[0], f"/realtime/log/{plain}", reader)[0] == 404
     status, _, body = get(servers[0], f"/realtime/log/{history_channel.name}?limit=0", reader)
     assert status == 400 and json.loads(body)["err"] == "invalid_data"
+
+
+def test_the_http_log_accepts_a_signed_browser_token_for_the_channels_it_names(
+    servers, make_channel, uid, history_channel
+):
+    user = User.objects.create_user(f"reader-{uid}")
+    realtime.publish(history_channel.name, "n", "for the token")
+    other = make_channel(f"elsewhere-{uid}", history_size=5).name
+    token, _ = tokens.issue_token(user, "read-only", [history_channel.name])
+    bearer = {"Authorization": f"Bearer {token}"}
+
+    status, _, body = get(servers[1], f"/realtime/log/{history_channel.name}", bearer)
+    assert status == 200
+    assert [p["data"] for p in json.loads(body)["publications"]] == ["for the token"]
+    status, _, body = get(servers[1], f"/realtime/log/{other}", bearer)
+    assert status == 403 and json.loads(body)["err"] == "access_denied"
+    forged = {"Authorization": f"Bearer {token[:-4]}abcd"}
+    assert get(servers[1], f"/realtime/log/{history_channel.name}", forged)[0] == 401
+
+
+def test_the_http_log_etag_and_last_modified_follow_new_publications(servers, make_key, history_channel):
+    auth = {"Authorization": f"Bearer {make_key(access='read-only')}"}
+    path = f"/realtime/log/{history_channel.name}"
+    realtime.publish(history_channel.name, "n", 1)
+    _, before, _ = get(servers[0], path, auth)
+    time.sleep(1.1)  # Last-Modified counts whole seconds
+
+    realtime.publish(history_channel.name, "n", 2)
+
+    status, after, body = get(servers[0], path, auth)
+    assert status == 200 and [p["data"] for p in json.loads(body)["publications"]] == [1, 2]
+    assert after["ETag"] != before["ETag"]
+    assert parse_http_date(after["Last-Modified"]) > parse_http_date(before["Last-Modified"])
+    assert re.fullmatch(IMF_FIXDATE, after["Last-Modified"]), after["Last-Modified"]
+    status, _, body = get(servers[0], path, {**auth, "If-None-Match": before["ETag"]})
+    assert status == 200 and [p["data"] for p in json.loads(body)["publications"]] == [1, 2]
+    status, revalidated, body = get(servers[0], path, {**auth, "If-None-Match": after["ETag"]})
+    assert (status, body) == (304, b"")
+    assert revalidated["ETag"] == after["ETag"]

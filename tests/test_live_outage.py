@@ -1,8 +1,14 @@
 """A server process that meets a dead Redis recovers once Redis is back."""
 
+import json
+import urllib.error
+import urllib.request
+
 import pytest
 from websockets.exceptions import ConnectionClosed
 
+import realtime
+from realtime.errors import Unavailable
 from tests.services import AsgiServer, RedisServer
 
 pytestmark = [pytest.mark.live]
@@ -83,3 +89,55 @@ def test_after_an_outage_a_subscriber_recovers_from_history_where_the_channel_ke
     after = writer.publish(name, "e", "after")
     assert after["offset"] == (2 if durable else 1)
     assert reader.next_message(timeout=10)["message"]["data"] == "after"
+
+
+def post_publish(server, secret, body):
+    request = urllib.request.Request(
+        server.http_url + "/realtime/api/publish",
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {secret}"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=15) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+@pytest.fixture
+def layer_on_lonely_redis(settings, lonely_redis):
+    """Make this test process publish through the Redis that the test will stop."""
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [{"address": lonely_redis.url, "socket_connect_timeout": 2}]},
+        }
+    }
+
+
+@pytest.mark.parametrize("history", [False, True], ids=["plain", "history"])
+def test_http_publish_during_an_outage_answers_503_unavailable(
+    lonely_redis, server_on_lonely_redis, make_key, make_channel, uid, history
+):
+    name = make_channel(f"news-{uid}", history_size=10 if history else 0).name
+    secret = make_key()
+    assert post_publish(server_on_lonely_redis, secret, {"channel": name, "event": "e", "data": 1})[0] == 200
+
+    lonely_redis.stop()
+    status, body = post_publish(server_on_lonely_redis, secret, {"channel": name, "event": "e", "data": 2})
+
+    assert status == 503 and body["err"] == "unavailable", body
+
+
+@pytest.mark.parametrize("history", [False, True], ids=["plain", "history"])
+def test_publish_from_python_during_an_outage_raises_unavailable(
+    lonely_redis, layer_on_lonely_redis, make_channel, uid, history
+):
+    name = make_channel(f"news-{uid}", history_size=10 if history else 0).name
+    realtime.publish(name, "e", "before")
+
+    lonely_redis.stop()
+
+    with pytest.raises(Unavailable):
+        realtime.publish(name, "e", "during")

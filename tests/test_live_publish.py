@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import urllib.error
@@ -101,6 +102,25 @@ def test_http_endpoint_publishes_with_a_read_write_key(server, readers, make_key
     assert (status, body) == (200, {"ok": True})
     for reader in readers:
         assert reader.next_message()["message"]["data"] == 5
+
+
+def test_http_endpoint_success_bodies_are_compact_json_as_documented(
+    server, make_key, make_channel, news, uid
+):
+    kept = make_channel(f"kept-{uid}", history_size=5).name
+    secret = make_key()
+
+    def raw(name):
+        request = urllib.request.Request(
+            f"{server.http_url}/realtime/api/publish",
+            data=json.dumps({"channel": name, "event": "e", "data": None}).encode(),
+            headers={"Authorization": f"Bearer {secret}"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.read()
+
+    assert raw(news.name) == b'{"ok":true}'
+    assert re.fullmatch(rb'\{"ok":true,"offset":1,"epoch":"[0-9a-f]{16}"\}', raw(kept))
 
 
 def test_http_endpoint_without_a_bearer_secret_is_401(server, news):

@@ -113,3 +113,43 @@ def test_tag_without_request_says_what_is_missing():
 
     with pytest.raises(TemplateSyntaxError, match="context_processors.request"):
         template.render(Context({}))
+
+
+CONNECT_SCRIPT = '<script type="module" src="/static/realtime/connect.js"></script>'
+
+
+def test_connect_loads_the_script_that_connects_a_client_for_the_page(rf):
+    request = anonymous(rf.get("/"))
+
+    assert render_realtime(request, connect=True) == (
+        '<meta name="realtime" data-url="ws://testserver/realtime/ws" data-token-url="/realtime/token">\n'
+        + CONNECT_SCRIPT
+    )
+
+
+def test_connect_script_carries_the_csp_nonce(rf):
+    request = anonymous(rf.get("/"))
+    request.csp_nonce = "r4nd0m"
+
+    assert render_realtime(request, connect=True).endswith(
+        '\n<script type="module" src="/static/realtime/connect.js" nonce="r4nd0m"></script>'
+    )
+
+
+def test_tag_with_connect_renders_the_same_html(rf):
+    request = anonymous(rf.get("/"))
+    template = Template("{% load realtime %}{% realtime connect=True %}")
+
+    assert template.render(Context({"request": request})) == render_realtime(request, connect=True)
+
+
+def test_tag_with_connect_false_renders_the_plain_script(rf):
+    request = anonymous(rf.get("/"))
+    template = Template("{% load realtime %}{% realtime connect=False %}")
+
+    assert template.render(Context({"request": request})).endswith("\n" + SCRIPT)
+
+
+def test_tag_refuses_an_unknown_option():
+    with pytest.raises(TemplateSyntaxError, match="unexpected keyword argument 'conect'"):
+        Template("{% load realtime %}{% realtime conect=True %}")

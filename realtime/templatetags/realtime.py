@@ -8,6 +8,10 @@ strict Content-Security-Policy needs nothing but the nonce, which the script tag
 carries when the request has one (``request.csp_nonce``, as set by django-csp and
 Django's own CSP middleware).
 
+``{% realtime connect=True %}`` loads ``connect.js`` instead, which imports
+``realtime.js``, connects one client for the page, exposes it as ``window.realtime``
+and fires ``realtime:ready`` on ``document`` once it is connected.
+
 The HTML is built by plain functions, so projects that render pages some other way
 (Jinja2, a component library) can call :func:`render_realtime` directly.
 """
@@ -49,23 +53,27 @@ def realtime_meta(request: HttpRequest) -> SafeString:
     )
 
 
-def realtime_script(request: HttpRequest) -> SafeString:
-    """The module ``<script>`` for ``realtime.js``, with the request's CSP nonce if any."""
+def realtime_script(request: HttpRequest, *, connect: bool = False) -> SafeString:
+    """The module ``<script>`` for ``realtime.js`` (``connect.js`` with ``connect``),
+    with the request's CSP nonce if any."""
     nonce = getattr(request, "csp_nonce", None)
     return format_html(
         '<script type="module" src="{}"{}></script>',
-        static("realtime/realtime.js"),
+        static("realtime/connect.js" if connect else "realtime/realtime.js"),
         format_html(' nonce="{}"', nonce) if nonce else "",
     )
 
 
-def render_realtime(request: HttpRequest) -> SafeString:
-    """Everything ``{% realtime %}`` renders: the meta element, then the script."""
-    return format_html("{}\n{}", realtime_meta(request), realtime_script(request))
+def render_realtime(request: HttpRequest, *, connect: bool = False) -> SafeString:
+    """Everything ``{% realtime %}`` renders: the meta element, then the script.
+
+    With ``connect``, the script connects a client for the page (``window.realtime``).
+    """
+    return format_html("{}\n{}", realtime_meta(request), realtime_script(request, connect=connect))
 
 
 @register.simple_tag(takes_context=True, name="realtime")
-def realtime_tag(context: template.Context) -> SafeString:
+def realtime_tag(context: template.Context, connect: bool = False) -> SafeString:
     request = context.get("request")
     if request is None:
         raise template.TemplateSyntaxError(
@@ -73,4 +81,4 @@ def realtime_tag(context: template.Context) -> SafeString:
             "django.template.context_processors.request to the context processors, "
             "or render with a request."
         )
-    return render_realtime(request)
+    return render_realtime(request, connect=bool(connect))

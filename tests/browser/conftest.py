@@ -19,7 +19,8 @@ from tests.services import apt_install
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
-CLIENT_JS = ROOT / "realtime" / "static" / "realtime" / "realtime.js"
+STATIC = ROOT / "realtime" / "static" / "realtime"
+CLIENT_JS = STATIC / "realtime.js"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -223,6 +224,32 @@ def client_page(page):
         )
         page.goto(f"{origin}/__client_test__")
         page.wait_for_function("window.T !== undefined")
+        return page
+
+    return open_page
+
+
+@pytest.fixture
+def static_page(page):
+    """Open ``html`` as a page of its own on ``server``'s origin, with no test harness.
+
+    ``/static/realtime/*`` is served from ``realtime/static/realtime/`` on disk, as
+    Django's static files would serve it.
+    """
+
+    def open_page(server, html: str):
+        origin = server.http_url
+
+        def serve_static(route):
+            name = route.request.url.rsplit("/", 1)[1]
+            route.fulfill(body=(STATIC / name).read_text(), content_type="text/javascript; charset=utf-8")
+
+        page.route(
+            f"{origin}/__page__",
+            lambda route: route.fulfill(body=html, content_type="text/html; charset=utf-8"),
+        )
+        page.route(f"{origin}/static/realtime/*.js", serve_static)
+        page.goto(f"{origin}/__page__")
         return page
 
     return open_page

@@ -319,5 +319,11 @@ declare global {
   interface Window {
     /** Set when realtime.js is loaded, for page code that is not a module. */
     Realtime: typeof Realtime;
+    /** The page's client, set by connect.js (`{% realtime connect=True %}`). */
+    realtime?: RealtimeClient;
+  }
+  interface DocumentEventMap {
+    /** Fired by connect.js once `window.realtime` is connected. */
+    "realtime:ready": CustomEvent<{client: RealtimeClient}>;
   }
 }
