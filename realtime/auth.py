@@ -115,8 +115,6 @@ async def authenticate(secret: str, access: str | None = None) -> Principal:
     digest = keys.hash_secret(secret)
     principal = cache.get(digest, None)
     if principal is not None and principal.expires_at is not None and principal.expires_at <= timezone.now():
-        principal = None
-    if principal is None:
-        principal = await sync_to_async(authenticate_secret)(secret)
-        cache.put(digest, principal)
+        cache.discard(digest)
+    principal = await cache.load(digest, lambda: sync_to_async(authenticate_secret)(secret))
     return principal.limited_to(access)

@@ -6,8 +6,8 @@ is none, the name is not a usable channel. So deactivating ``rooms`` closes ever
 below it, while a row of its own for ``rooms/vip`` gives that room its own settings.
 
 The publish path asks this module on every publication; the cache keeps that free of
-database queries. Entries live for ``REVALIDATE_INTERVAL`` seconds and are dropped
-whenever channels change.
+database queries (see :func:`aresolve`). Entries live for ``REVALIDATE_INTERVAL``
+seconds and are dropped whenever channels change.
 """
 
 from __future__ import annotations
@@ -16,11 +16,13 @@ from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
 
-from .cache import MISSING, TTLCache
+from .cache import TTLCache
 from .names import lineage
 
 CACHE_MAX_ENTRIES = 50_000
 QUERY_CHUNK = 500
+# With at most this many channel rows, the cache holds all of them (see aresolve).
+SNAPSHOT_MAX_ROWS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,16 +55,21 @@ class ChannelInfo:
 FIELDS = tuple(ChannelInfo.__dataclass_fields__)
 
 
+def _entry(row) -> tuple[bool, bool, ChannelInfo]:
+    info = ChannelInfo(*(getattr(row, "pk" if field == "id" else field) for field in FIELDS))
+    return row.is_active, row.include_subchannels, info
+
+
 def _pick(name: str, rows: dict) -> ChannelInfo | None:
+    """``rows``: channel name -> ``_entry`` of its row, for (at least) ``name``'s lineage."""
     for candidate in lineage(name):
-        row = rows.get(candidate)
-        if row is None:
+        entry = rows.get(candidate)
+        if entry is None:
             continue
-        if candidate != name and not row.include_subchannels:
+        active, subchannels, info = entry
+        if candidate != name and not subchannels:
             continue
-        if not row.is_active:
-            return None
-        return ChannelInfo(*(getattr(row, "pk" if field == "id" else field) for field in FIELDS))
+        return info if active else None
     return None
 
 
@@ -75,7 +82,7 @@ def resolve_many(names) -> dict[str, ChannelInfo | None]:
     rows = {}
     for start in range(0, len(wanted), QUERY_CHUNK):
         for row in Channel.objects.filter(name__in=wanted[start : start + QUERY_CHUNK]):
-            rows[row.name] = row
+            rows[row.name] = _entry(row)
     return {name: _pick(name, rows) for name in names}
 
 
@@ -83,21 +90,38 @@ def resolve(name: str) -> ChannelInfo | None:
     return resolve_many([name])[name]
 
 
+def _all_rows() -> dict | None:
+    """Every channel row, or None when there are more than ``SNAPSHOT_MAX_ROWS``."""
+    from .models import Channel
+
+    rows = list(Channel.objects.all()[: SNAPSHOT_MAX_ROWS + 1])
+    if len(rows) > SNAPSHOT_MAX_ROWS:
+        return None
+    return {row.name: _entry(row) for row in rows}
+
+
 cache = TTLCache(CACHE_MAX_ENTRIES)
+# Not channel names (names cannot hold NUL), so they never meet a real entry.
+_ROWS_KEY = "\0rows"
+_ANONYMOUS_KEY = "\0anonymous-read"
 
 
 async def aresolve(name: str) -> ChannelInfo | None:
-    """Resolve ``name`` through the cache; at most one query on a miss."""
-    info = cache.get(name)
-    if info is not MISSING:
-        return info
-    info = await sync_to_async(resolve)(name)
-    cache.put(name, info)
-    return info
+    """Resolve ``name`` through the cache.
 
-
-# Not a channel name (names cannot hold NUL), so it never meets a real entry.
-_ANONYMOUS_KEY = "\0anonymous-read"
+    Channels are few (sub-channels need no rows), so the cache usually holds every row,
+    loaded in one query: resolving a name, even one never seen before (``rooms/4711``),
+    then costs no query and no thread hop. A name the rows held do not resolve is looked
+    up on its own (it may belong to a channel created a moment ago, before the change
+    was announced), and that answer is kept too. With more than ``SNAPSHOT_MAX_ROWS``
+    rows, every name is resolved and kept one by one.
+    """
+    rows = await cache.load(_ROWS_KEY, sync_to_async(_all_rows))
+    if rows is not None:
+        info = _pick(name, rows)
+        if info is not None:
+            return info
+    return await cache.load(name, lambda: sync_to_async(resolve)(name))
 
 
 def _anonymous_read_anywhere() -> bool:
@@ -108,8 +132,4 @@ def _anonymous_read_anywhere() -> bool:
 
 async def anonymous_read_anywhere() -> bool:
     """Whether any active channel may be read without credentials (cached like names)."""
-    found = cache.get(_ANONYMOUS_KEY)
-    if found is MISSING:
-        found = await sync_to_async(_anonymous_read_anywhere)()
-        cache.put(_ANONYMOUS_KEY, found)
-    return found
+    return await cache.load(_ANONYMOUS_KEY, sync_to_async(_anonymous_read_anywhere))
