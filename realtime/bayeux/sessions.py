@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import uuid
 from typing import Any
 
 from .. import actions, protocol, registry
@@ -42,7 +41,7 @@ class Session:
     def __init__(self, server: BayeuxServer, principal) -> None:
         self.server = server
         self.id = secrets.token_urlsafe(24)  # the clientId: 192 random bits
-        self.client_id = uuid.uuid4().hex  # public (presence, service requests)
+        self.client_id = secrets.token_hex(16)  # public (presence, service requests)
         self.principal = principal
         self.subscriptions: set[str] = set()
         self.queue: list[str] = []
