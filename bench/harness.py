@@ -168,8 +168,19 @@ def shown(argv: list[str]) -> str:
     return text
 
 
-def realtime_server(workdir, *, server, database, redis_url, realtime) -> RealtimeServer:
-    return RealtimeServer(workdir, database=database, server=server, redis_url=redis_url, realtime=realtime)
+class RealtimeBayeuxServer(RealtimeServer):
+    """The same realtime process, driven over its Bayeux endpoint instead of the native protocol."""
+
+    protocol = "bayeux"
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/realtime/bayeux"
+
+
+def realtime_server(workdir, *, server, database, redis_url, realtime, bayeux=False) -> RealtimeServer:
+    kind = RealtimeBayeuxServer if bayeux else RealtimeServer
+    return kind(workdir, database=database, server=server, redis_url=redis_url, realtime=realtime)
 
 
 def channels_baseline(workdir: Path, redis_url: str) -> PlainServer:

@@ -298,9 +298,6 @@ def _fanout(data: dict, names: dict) -> list[str]:
         ]
         for r in sorted(data["fanout"], key=lambda r: (r["subscribers"], order.index(r["server"])))
     ]
-    rows.append(
-        ["all", "realtime, Bayeux endpoint", "pending: realtime has no Bayeux endpoint yet", "", "", "", ""]
-    )
     intro = (
         "The publisher sends M messages, each once the previous one is acknowledged. deliveries/s "
         "counts from the first publish to the last delivery; rounds shorter than 5 s run three times "

@@ -15,7 +15,7 @@ numbers as JSON under bench/results/. Scenarios, in the order they run:
    limit allows (20,000 if it can), on a fresh server process: RSS per connection and
    connection setup rate.
 4. scale-out: fan-out over two server processes sharing the Redis.
-5. history: pending (not implemented in realtime yet).
+5. history: scenario 1 at 1,000 subscribers on a channel that keeps its publications.
 
 Plus a check that the generator is not the bottleneck: the fastest servers again at
 1,000 subscribers with the subscribers split over two generator processes.
@@ -62,6 +62,7 @@ BUDGET_SECONDS = 12 * 60  # start no new run past this: `make bench` must end wi
 SERVERS = {
     "realtime-uvicorn": "realtime, uvicorn `--ws websockets-sansio`",
     "realtime-daphne": "realtime, daphne",
+    "realtime-bayeux": "realtime's Bayeux endpoint, uvicorn",
     "channels": "plain Channels consumer, daphne",
     "faye": "Faye 1.4.3 (Node)",
     "bare": "bare `websockets` + `broadcast()`",
@@ -138,12 +139,14 @@ class Bench:
 
     def server(self, key: str):
         if key.startswith("realtime-"):
+            flavour = key.split("-", 1)[1]
             return harness.realtime_server(
                 self.workdir,
-                server=key.split("-", 1)[1],
+                server="uvicorn" if flavour == "bayeux" else flavour,
                 database=self.database,
                 redis_url=self.redis.url,
                 realtime=REALTIME_LIMITS,
+                bayeux=flavour == "bayeux",
             )
         if key == "channels":
             return harness.channels_baseline(self.workdir, self.redis.url)

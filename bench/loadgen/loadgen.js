@@ -216,7 +216,7 @@ class Conn {
   }
 
   async setup(secret, channels) {
-    if (this.protocol === 'bayeux') return this.setupBayeux(channels);
+    if (this.protocol === 'bayeux') return this.setupBayeux(channels, secret);
     if (secret) {
       const id = this.nextId++;
       await this.request(JSON.stringify({ auth: { secret }, id }), id);
@@ -278,14 +278,12 @@ class Conn {
     );
   }
 
-  async setupBayeux(channels) {
+  async setupBayeux(channels, secret) {
     const id = String(this.nextId++);
-    const reply = await this.request(
-      JSON.stringify([
-        { channel: '/meta/handshake', version: '1.0', supportedConnectionTypes: ['websocket'], id },
-      ]),
-      id,
-    );
+    const handshake = { channel: '/meta/handshake', version: '1.0', supportedConnectionTypes: ['websocket'], id };
+    // realtime reads credentials from the handshake's ext.auth; Faye ignores them.
+    if (secret) handshake.ext = { auth: { secret } };
+    const reply = await this.request(JSON.stringify([handshake]), id);
     this.clientId = reply.clientId;
     this.connect();
     await this.subscribeBayeux(channels);
