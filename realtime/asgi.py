@@ -11,16 +11,28 @@ them as before.
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import logging
 from typing import ClassVar
 
 from channels.exceptions import StopConsumer
 
+from .errors import CloseCode
+
+logger = logging.getLogger("realtime")
+
 
 class Consumer:
-    """Subclasses set ``EVENTS``: ASGI message type -> handler (a coroutine function)."""
+    """Subclasses set ``EVENTS``: ASGI message type -> handler (a coroutine function).
+
+    Sends go through ``self.outbox`` (a ``realtime.outbox.Outbox`` the subclass makes,
+    with :meth:`too_slow` as its overflow callback). ``let_go`` is what the subclass
+    undoes when its connection stops being served (leave the hub, release sessions).
+    """
 
     EVENTS: ClassVar[dict] = {}
+    closing = False
 
     async def __call__(self, scope: dict, receive, send) -> None:
         self.scope = scope
@@ -46,3 +58,32 @@ class Consumer:
         app.consumer_initkwargs = initkwargs
         functools.update_wrapper(app, cls, updated=())
         return app
+
+    def let_go(self, reason: str) -> None:
+        """Stop serving this connection's subscriptions; ``reason`` is ``closed`` or ``too_slow``."""
+
+    async def close(self, code: int) -> None:
+        """Close after every queued frame has gone out; ignore the client from now on."""
+        if self.closing:
+            return
+        self.closing = True
+        self.let_go("closed")
+        await self.outbox.flush()
+        self.outbox.push_message({"type": "websocket.close", "code": int(code)})
+        self.outbox.closed = True
+
+    def close_soon(self, code: int) -> None:
+        asyncio.get_running_loop().create_task(self.close(code))
+
+    def too_slow(self) -> None:
+        """The outbox overflowed: frames were lost, so close at once (4004)."""
+        logger.info("realtime: closing a %s that reads too slowly", type(self).__name__)
+        self.closing = True
+        self.let_go("too_slow")
+        asyncio.get_running_loop().create_task(self._send_close(CloseCode.TOO_SLOW))
+
+    async def _send_close(self, code: int) -> None:
+        try:
+            await self.base_send({"type": "websocket.close", "code": int(code)})
+        except Exception:
+            pass  # the client is gone already

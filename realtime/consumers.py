@@ -14,7 +14,6 @@ that touch the database hop, through sync_to_async).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 
@@ -49,7 +48,6 @@ class RealtimeConsumer(Consumer):
 
     principal: auth.Principal | None = None
     hub = None
-    closing = False
 
     # ASGI events -------------------------------------------------------------------
 
@@ -60,7 +58,7 @@ class RealtimeConsumer(Consumer):
         self.auth_failures = 0
         self.max_message_size = settings.MAX_MESSAGE_SIZE
         self.rate = TokenBucket(settings.RATE_LIMIT, settings.RATE_BURST)
-        self.outbox = Outbox(self.base_send, settings.MAX_PENDING_FRAMES, self._too_slow)
+        self.outbox = Outbox(self.base_send, settings.MAX_PENDING_FRAMES, self.too_slow)
         self.push = self.outbox.push  # what the hub calls per delivery, without a hop through push()
         await self.base_send({"type": "websocket.accept"})
         if not origin_allowed(origin_from_scope(self.scope)):
@@ -86,8 +84,7 @@ class RealtimeConsumer(Consumer):
 
     async def websocket_disconnect(self, message: dict) -> None:
         self.closing = True
-        if self.hub is not None:
-            self.hub.remove(self)
+        self.let_go("closed")
         self.outbox.cancel()
         raise StopConsumer()
 
@@ -114,11 +111,11 @@ class RealtimeConsumer(Consumer):
         if error.code in MALFORMED:
             self.invalid_frames += 1
             if self.invalid_frames >= settings.MAX_INVALID_FRAMES:
-                self._close_soon(CloseCode.TOO_MANY_INVALID_FRAMES)
+                self.close_soon(CloseCode.TOO_MANY_INVALID_FRAMES)
         elif error.code == ErrorCode.INVALID_CREDENTIALS:
             self.auth_failures += 1
             if self.auth_failures >= settings.MAX_AUTH_FAILURES:
-                self._close_soon(CloseCode.TOO_MANY_AUTH_FAILURES)
+                self.close_soon(CloseCode.TOO_MANY_AUTH_FAILURES)
 
     # Commands ----------------------------------------------------------------------
 
@@ -192,32 +189,9 @@ class RealtimeConsumer(Consumer):
             for name in list(self.subscriptions):
                 self.hub.unsubscribe(self, name)
 
-    async def close(self, code: int) -> None:
-        """Close after every queued frame has gone out; ignore the client from now on."""
-        if self.closing:
-            return
-        self.closing = True
+    def let_go(self, reason: str) -> None:
         if self.hub is not None:
             self.hub.remove(self)
-        await self.outbox.flush()
-        self.outbox.push_message({"type": "websocket.close", "code": int(code)})
-        self.outbox.closed = True
-
-    def _close_soon(self, code: int) -> None:
-        asyncio.get_running_loop().create_task(self.close(code))
-
-    def _too_slow(self) -> None:
-        logger.info("realtime: closing a connection that reads too slowly")
-        self.closing = True
-        if self.hub is not None:
-            self.hub.remove(self)
-        asyncio.get_running_loop().create_task(self._send_close(CloseCode.TOO_SLOW))
-
-    async def _send_close(self, code: int) -> None:
-        try:
-            await self.base_send({"type": "websocket.close", "code": int(code)})
-        except Exception:
-            pass  # the client is gone already
 
 
 RealtimeConsumer.EVENTS = {

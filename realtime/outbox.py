@@ -69,21 +69,10 @@ class Outbox:
 
     def push(self, frame: str) -> None:
         """Queue a text frame; never blocks, never raises."""
-        # The hub calls this once per delivery: push_message's body, without the call.
         if self._backlog is None and not self.closed:
-            coro = self._send({"type": "websocket.send", "text": frame})
-            try:
-                waiting = coro.send(None)
-            except StopIteration:
-                return
-            except Exception:
-                self.closed = True
-                coro.close()
-                return
-            self._backlog = deque()
-            self._writer = asyncio.get_running_loop().create_task(self._drain(coro, waiting))
-            return
-        self.push_message({"type": "websocket.send", "text": frame})
+            self._start({"type": "websocket.send", "text": frame})  # the usual case, first
+        else:
+            self.push_message({"type": "websocket.send", "text": frame})
 
     def push_message(self, message: dict) -> None:
         if self.closed:
@@ -98,6 +87,10 @@ class Outbox:
                 return
             self._backlog.append(message)
             return
+        self._start(message)
+
+    def _start(self, message: dict) -> None:
+        """Step the send once; if it suspends, a writer task finishes it."""
         coro = self._send(message)
         try:
             waiting = coro.send(None)

@@ -34,3 +34,30 @@ def test_a_client_that_stops_reading_is_dropped_with_4004_and_others_get_everyth
             received += 1
     assert stalled.close_code == 4004
     assert received < COUNT
+
+
+def test_a_bayeux_websocket_that_stops_reading_is_dropped_and_its_session_ends(
+    slow_reader_server, connect, make_key, make_channel, uid
+):
+    from tests.bayeux.wire import LongPolling, WebSocket
+
+    news = make_channel(f"news-{uid}", anonymous_read=True)
+    secret = make_key()
+    stalled = WebSocket(slow_reader_server, max_queue=1)
+    try:
+        stalled.handshake({"secret": secret})
+        stalled.subscribe(f"/{news.name}")
+        writer = connect(slow_reader_server)
+        writer.auth(secret)
+        for n in range(COUNT):
+            assert writer.publish(news.name, "big", PAYLOAD)["ok"] is True, n
+        with pytest.raises(ConnectionClosed):
+            while True:
+                stalled.recv(timeout=10)
+        assert stalled.ws.close_code == 4004
+        # Messages were lost, so the session is gone: its client must handshake again.
+        probe = LongPolling(slow_reader_server)
+        probe.client_id = stalled.client_id
+        assert probe.connect()[0]["error"] == "402::session_unknown"
+    finally:
+        stalled.close()

@@ -11,7 +11,6 @@ and no thread hop per frame (see ``realtime.asgi``).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from channels.exceptions import StopConsumer
@@ -32,7 +31,6 @@ class BayeuxConsumer(Consumer):
     """Serves Bayeux (``docs/bayeux.md``) on one WebSocket, for any number of sessions."""
 
     server = None
-    closing = False
 
     # ASGI events -------------------------------------------------------------------
 
@@ -42,7 +40,7 @@ class BayeuxConsumer(Consumer):
         self.handling = False
         self.invalid_frames = 0
         self.auth_failures = 0
-        self.outbox = Outbox(self.base_send, settings.MAX_PENDING_FRAMES, self._too_slow)
+        self.outbox = Outbox(self.base_send, settings.MAX_PENDING_FRAMES, self.too_slow)
         await self.base_send({"type": "websocket.accept"})
         if not origin_allowed(origin_from_scope(self.scope)):
             await self.close(CloseCode.ORIGIN_NOT_ALLOWED)
@@ -83,7 +81,7 @@ class BayeuxConsumer(Consumer):
 
     async def websocket_disconnect(self, message: dict) -> None:
         self.closing = True
-        self._let_go()
+        self.let_go("closed")
         self.outbox.cancel()
         raise StopConsumer()
 
@@ -106,7 +104,7 @@ class BayeuxConsumer(Consumer):
     def handshake_failed(self) -> None:
         self.auth_failures += 1
         if self.auth_failures >= settings.MAX_AUTH_FAILURES:
-            asyncio.get_running_loop().create_task(self.close(CloseCode.TOO_MANY_AUTH_FAILURES))
+            self.close_soon(CloseCode.TOO_MANY_AUTH_FAILURES)
 
     # Helpers -----------------------------------------------------------------------
 
@@ -115,35 +113,16 @@ class BayeuxConsumer(Consumer):
             self.outbox.push(bayeux.batch(self.replies))
             self.replies = []
 
-    def _let_go(self) -> None:
-        """Sessions outlive their socket for BAYEUX_MAX_INTERVAL (a client may come back)."""
-        for session in list(self.sessions):
-            session.detach(self)
-        self.sessions.clear()
-
-    async def close(self, code: int) -> None:
-        if self.closing:
-            return
-        self.closing = True
+    def let_go(self, reason: str) -> None:
         self._flush()
-        self._let_go()
-        await self.outbox.flush()
-        self.outbox.push_message({"type": "websocket.close", "code": int(code)})
-        self.outbox.closed = True
-
-    def _too_slow(self) -> None:
-        logger.info("realtime: closing a Bayeux WebSocket that reads too slowly")
-        self.closing = True
-        # Messages were lost: the sessions end, and their clients handshake again.
         for session in list(self.sessions):
-            self.server.end(session, "too_slow")
-        asyncio.get_running_loop().create_task(self._send_close(CloseCode.TOO_SLOW))
-
-    async def _send_close(self, code: int) -> None:
-        try:
-            await self.base_send({"type": "websocket.close", "code": int(code)})
-        except Exception:
-            pass  # the client is gone already
+            if reason == "too_slow":
+                # Messages were lost: the session ends, and its client handshakes again.
+                self.server.end(session, "too_slow")
+            else:
+                # Sessions outlive their socket for BAYEUX_MAX_INTERVAL: a client may come back.
+                session.detach(self)
+        self.sessions.clear()
 
 
 BayeuxConsumer.EVENTS = {

@@ -105,10 +105,13 @@ class LongPolling:
 class WebSocket:
     """A Bayeux client over WebSocket: replies matched by id, deliveries kept in order."""
 
-    def __init__(self, server, origin: str | None = None) -> None:
+    def __init__(self, server, origin: str | None = None, **options) -> None:
+        """``options`` go to ``websockets.sync.client.connect`` (``max_queue``, ...)."""
         from websockets.sync.client import connect
 
-        self._connection = connect(bayeux_url(server).replace("http", "ws", 1), origin=origin, open_timeout=5)
+        url = bayeux_url(server).replace("http", "ws", 1)
+        options = {"max_size": None, "compression": None, **options}
+        self._connection = connect(url, origin=origin, open_timeout=5, **options)
         self.ws = self._connection.__enter__()
         self.client_id: str | None = None
         self.pending: deque[dict] = deque()
