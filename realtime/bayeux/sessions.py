@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import weakref
 from typing import Any
 
 from .. import actions, protocol, registry
@@ -145,7 +146,7 @@ class Session:
             self.held_reply = None
 
 
-_servers: dict = {}
+_servers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # hub -> its BayeuxServer
 
 
 async def get_server() -> BayeuxServer:
@@ -168,10 +169,10 @@ class BayeuxServer:
 
     # Messages ----------------------------------------------------------------------
 
-    async def handle(self, messages: list, transport) -> dict | None:
+    async def handle(self, messages: list, transport) -> tuple[dict, Session] | None:
         """Act on one payload's messages in order, sending each reply through
-        ``transport.send_reply``. Returns the /meta/connect message to answer, if the
-        payload had one (the transport decides when)."""
+        ``transport.send_reply``. Returns the payload's /meta/connect message and its
+        session, if it had one: the transport decides when to answer it."""
         connect = None
         for message in messages:
             try:
