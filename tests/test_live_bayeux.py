@@ -570,3 +570,18 @@ def test_a_bayeux_subscriber_recovers_what_it_missed_through_ext_since(
     ack = client.publish(f"/{room.name}", 4)
     assert ack["ext"]["realtime"]["offset"] == 4
     assert client.next_delivery()["data"] == 4
+
+
+def test_a_bayeux_subscriber_is_listed_in_presence_like_a_native_one(
+    servers, connect, sockets, make_key, make_channel, uid
+):
+    room = make_channel(f"here-{uid}", presence=True)
+    bayeux = sockets(servers[1])
+    bayeux.handshake({"secret": make_key()})
+    reply = bayeux.subscribe(f"/{room.name}")
+    client = reply["ext"]["realtime"]["client"]
+    native = connect(servers[0])
+    native.auth(make_key())
+    members = native.presence(room.name)["presence"]["members"]
+    assert members == [{"user": None, "clients": [client]}]
+    assert client != bayeux.client_id  # the public id, never the bearer clientId
