@@ -64,11 +64,8 @@ def check_settings(app_configs=None, **kwargs):
             )
         )
     policy = user.get("POLICY", DEFAULTS["POLICY"])
-    try:
-        if not isinstance(policy, str):
-            raise ImportError("it is not a dotted path")
-        import_string(policy)
-    except ImportError as error:
+    error = _import_error(policy)
+    if error:
         errors.append(
             Error(
                 f"REALTIME['POLICY'] {policy!r} cannot be imported: {error}",
@@ -100,11 +97,8 @@ def _check_services(services) -> list:
                     id="realtime.E006",
                 )
             )
-        try:
-            if not isinstance(path, str):
-                raise ImportError("it is not a dotted path")
-            import_string(path)
-        except ImportError as error:
+        error = _import_error(path)
+        if error:
             errors.append(
                 Error(
                     f"The handler {path!r} of {channel!r} cannot be imported: {error}",
@@ -140,3 +134,14 @@ def _check_layer(user) -> list:
             )
         ]
     return []
+
+
+def _import_error(path) -> str | None:
+    """Why ``path`` cannot be imported with ``import_string``, or None if it can."""
+    try:
+        if not isinstance(path, str):
+            raise ImportError("it is not a dotted path")
+        import_string(path)
+    except ImportError as error:
+        return str(error) or type(error).__name__
+    return None

@@ -18,20 +18,18 @@ from django.utils.http import http_date
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 
-from . import actions, auth, keys, protocol, registry, tokens
+from . import actions, auth, keys, protocol, tokens
 from .broker import get_broker
 from .conf import settings
 from .errors import (
     AccessDenied,
     HistoryDisabled,
-    InvalidChannel,
     InvalidCredentials,
     InvalidData,
     MessageTooLarge,
     RealtimeError,
 )
 from .names import validate_channel_name
-from .permissions import get_policy
 
 logger = logging.getLogger("realtime")
 
@@ -129,13 +127,12 @@ async def _log(request, channel: str) -> HttpResponse:
     if epoch is not None and (len(epoch) > protocol.MAX_EPOCH_LENGTH or not protocol.is_encodable(epoch)):
         raise InvalidData("epoch is not one this server issued")
     principal = await _reader(request)
-    info = await registry.aresolve(name)
-    if principal is None and (info is None or not info.anonymous_read):
-        raise InvalidCredentials("send Authorization: Bearer <secret or token>")
-    if info is None:
-        raise InvalidChannel(f"no active channel covers {name!r}")
-    if not get_policy().can_subscribe(principal, info):
-        raise AccessDenied("channel is outside what these credentials may read")
+    try:
+        info = await actions.authorize_channel(principal, name)
+    except AccessDenied:
+        if principal is None:  # over HTTP, missing credentials are a 401
+            raise InvalidCredentials("send Authorization: Bearer <secret or token>") from None
+        raise
     if not info.has_history:
         raise HistoryDisabled(f"{name!r} keeps no history")
     page = await get_broker().history.read(name, info, since, limit, epoch)
