@@ -18,7 +18,10 @@ from typing import ClassVar
 
 from channels.exceptions import StopConsumer
 
+from .conf import settings
 from .errors import CloseCode
+from .origins import origin_allowed, origin_from_scope
+from .outbox import Outbox
 
 logger = logging.getLogger("realtime")
 
@@ -26,7 +29,7 @@ logger = logging.getLogger("realtime")
 class Consumer:
     """Subclasses set ``EVENTS``: ASGI message type -> handler (a coroutine function).
 
-    Sends go through ``self.outbox`` (a ``realtime.outbox.Outbox`` the subclass makes,
+    Sends go through ``self.outbox`` (a ``realtime.outbox.Outbox``, made by :meth:`open`,
     with :meth:`too_slow` as its overflow callback). ``let_go`` is what the subclass
     undoes when its connection stops being served (leave the hub, release sessions).
     """
@@ -58,6 +61,16 @@ class Consumer:
         app.consumer_initkwargs = initkwargs
         functools.update_wrapper(app, cls, updated=())
         return app
+
+    async def open(self) -> bool:
+        """Accept the socket, with its outbox; a browser origin that may not connect is
+        closed at once (4003), and False returned."""
+        self.outbox = Outbox(self.base_send, settings.MAX_PENDING_FRAMES, self.too_slow)
+        await self.base_send({"type": "websocket.accept"})
+        if not origin_allowed(origin_from_scope(self.scope)):
+            await self.close(CloseCode.ORIGIN_NOT_ALLOWED)
+            return False
+        return True
 
     def let_go(self, reason: str) -> None:
         """Stop serving this connection's subscriptions; ``reason`` is ``closed`` or ``too_slow``."""

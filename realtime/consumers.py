@@ -33,8 +33,6 @@ from .errors import (
 )
 from .hub import get_hub
 from .names import validate_subscription_name
-from .origins import origin_allowed, origin_from_scope
-from .outbox import Outbox
 from .ratelimit import TokenBucket
 
 logger = logging.getLogger("realtime")
@@ -58,12 +56,9 @@ class RealtimeConsumer(Consumer):
         self.auth_failures = 0
         self.max_message_size = settings.MAX_MESSAGE_SIZE
         self.rate = TokenBucket(settings.RATE_LIMIT, settings.RATE_BURST)
-        self.outbox = Outbox(self.base_send, settings.MAX_PENDING_FRAMES, self.too_slow)
-        self.push = self.outbox.push  # what the hub calls per delivery, without a hop through push()
-        await self.base_send({"type": "websocket.accept"})
-        if not origin_allowed(origin_from_scope(self.scope)):
-            await self.close(CloseCode.ORIGIN_NOT_ALLOWED)
+        if not await self.open():
             return
+        self.push = self.outbox.push  # what the hub calls per delivery, without a hop through push()
         try:
             self.hub = await get_hub()
         except Unavailable:

@@ -18,8 +18,6 @@ from channels.exceptions import StopConsumer
 from ..asgi import Consumer
 from ..conf import settings
 from ..errors import CloseCode, Unavailable
-from ..origins import origin_allowed, origin_from_scope
-from ..outbox import Outbox
 from . import protocol as bayeux
 from .protocol import BayeuxError
 from .sessions import get_server
@@ -40,10 +38,7 @@ class BayeuxConsumer(Consumer):
         self.handling = False
         self.invalid_frames = 0
         self.auth_failures = 0
-        self.outbox = Outbox(self.base_send, settings.MAX_PENDING_FRAMES, self.too_slow)
-        await self.base_send({"type": "websocket.accept"})
-        if not origin_allowed(origin_from_scope(self.scope)):
-            await self.close(CloseCode.ORIGIN_NOT_ALLOWED)
+        if not await self.open():
             return
         try:
             self.server = await get_server()
