@@ -1,29 +1,22 @@
-"""System checks for realtime's settings. Every id is listed in docs/settings.md."""
+"""System checks for realtime's settings. Every id is listed in docs/settings.md.
+
+The shape of each value is checked from its declaration in ``realtime.conf`` (so the
+checks and the settings cannot disagree); dotted paths are also imported here.
+"""
 
 from __future__ import annotations
-
-import math
 
 from django.conf import settings as django_settings
 from django.core.checks import Error, Warning
 from django.utils.module_loading import import_string
 
-from .conf import DEFAULTS
+from .conf import DEFAULTS, DOTTED_PATH, RealtimeSettings
 
-NUMBERS = {
-    "MAX_MESSAGE_SIZE": int,
-    "MAX_SUBSCRIPTIONS": int,
-    "MAX_AUTH_FAILURES": int,
-    "MAX_INVALID_FRAMES": int,
-    "MAX_PENDING_FRAMES": int,
-    "RECOVERY_LIMIT": int,
-    "PRESENCE_TTL": (int, float),
-    "RATE_BURST": int,
-    "RATE_LIMIT": (int, float),
-    "REVALIDATE_INTERVAL": (int, float),
-    "BAYEUX_TIMEOUT": (int, float),
-    "BAYEUX_INTERVAL": (int, float),
-    "BAYEUX_MAX_INTERVAL": (int, float),
+HINTS = {
+    "realtime.E004": "Give the dotted path of a realtime.permissions.Policy subclass.",
+    "realtime.E005": 'For example ["https://example.com", ".example.org"].',
+    "realtime.E006": 'For example {"/service/echo": "myapp.services.echo"}.',
+    "realtime.E008": "Give the dotted path of a function grant(request) -> realtime.tokens.Grant | None.",
 }
 
 
@@ -42,51 +35,23 @@ def check_settings(app_configs=None, **kwargs):
                 id="realtime.E002",
             )
         )
-    for key, kind in NUMBERS.items():
-        value = user.get(key, DEFAULTS[key])
-        if isinstance(value, bool) or not isinstance(value, kind) or not 0 <= value < math.inf:
-            errors.append(
-                Error(
-                    f"REALTIME[{key!r}] must be a finite, non-negative number, not {value!r}.",
-                    hint=f"The default is {DEFAULTS[key]!r}.",
-                    id="realtime.E003",
-                )
-            )
-    origins = user.get("ALLOWED_ORIGINS")
-    if origins is not None and (
-        not isinstance(origins, (list, tuple, set, frozenset)) or not all(isinstance(o, str) for o in origins)
-    ):
-        errors.append(
-            Error(
-                "REALTIME['ALLOWED_ORIGINS'] must be None or a list of strings.",
-                hint='For example ["https://example.com", ".example.org"].',
-                id="realtime.E005",
-            )
-        )
-    policy = user.get("POLICY", DEFAULTS["POLICY"])
-    error = _import_error(policy)
-    if error:
-        errors.append(
-            Error(
-                f"REALTIME['POLICY'] {policy!r} cannot be imported: {error}",
-                hint="Give the dotted path of a realtime.permissions.Policy subclass.",
-                id="realtime.E004",
-            )
-        )
-    errors.extend(_check_services(user.get("BAYEUX_SERVICES", DEFAULTS["BAYEUX_SERVICES"])))
+    for key, setting in RealtimeSettings.declared().items():
+        value = user.get(key, setting.default)
+        hint = HINTS.get(setting.check_id, f"The default is {setting.default!r}.")
+        problem = setting.problem(value)
+        if problem is None and setting.kind == DOTTED_PATH:
+            problem = _import_error(value)
+            if problem is not None:
+                problem = f"{value!r} cannot be imported: {problem}"
+        if problem is not None:
+            errors.append(Error(f"REALTIME[{key!r}] {problem}.", hint=hint, id=setting.check_id))
+        elif key == "BAYEUX_SERVICES":
+            errors.extend(_check_services(value))
     errors.extend(_check_layer(user))
     return errors
 
 
-def _check_services(services) -> list:
-    if not isinstance(services, dict):
-        return [
-            Error(
-                "REALTIME['BAYEUX_SERVICES'] must be a dict.",
-                hint='For example {"/service/echo": "myapp.services.echo"}.',
-                id="realtime.E006",
-            )
-        ]
+def _check_services(services: dict) -> list:
     errors = []
     for channel, path in services.items():
         if not isinstance(channel, str) or not channel.startswith("/service/") or channel.endswith("/"):

@@ -219,3 +219,41 @@ def test_other_layers_give_no_warning(production):
 def test_check_is_registered_with_django(production):
     production.REALTIME = {"UNKNOWN": 1}
     assert "realtime.E002" in ids(checks.run_checks())
+
+
+@pytest.mark.parametrize("path", ["demo_site.realtime_grants.nope", "nope.grant", "", None])
+def test_e008_token_grant_that_cannot_be_imported(production, path):
+    production.REALTIME = {"TOKEN_GRANT": path}
+    messages = check_settings()
+    assert ids(messages) == ["realtime.E008"]
+    assert "TOKEN_GRANT" in messages[0].msg
+    assert "grant(request)" in messages[0].hint
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("WS_PATH", "realtime/ws"), ("WS_PATH", None), ("CHANNEL_LAYER", 1)]
+)
+def test_e009_paths_and_aliases_that_are_not_strings_of_the_right_form(production, key, value):
+    production.REALTIME = {key: value}
+    messages = [m for m in check_settings() if m.id == "realtime.E009"]
+    assert len(messages) == 1
+    assert key in messages[0].msg
+
+
+@pytest.mark.parametrize(("key", "value"), [("PRESENCE_TTL", 0), ("TOKEN_TTL", 0), ("TOKEN_TTL", "5m")])
+def test_e003_lifetimes_must_be_greater_than_zero(production, key, value):
+    production.REALTIME = {key: value}
+    messages = check_settings()
+    assert ids(messages) == ["realtime.E003"]
+    assert "greater than 0" in messages[0].msg
+
+
+def test_every_setting_is_typed_and_checked_from_one_declaration():
+    from realtime.conf import DEFAULTS, RealtimeSettings, Setting, settings
+
+    declared = RealtimeSettings.declared()
+    assert set(declared) == set(DEFAULTS)
+    for name, setting in declared.items():
+        assert isinstance(setting, Setting)
+        assert setting.problem(setting.default) is None, name
+        assert getattr(settings, name) == setting.default

@@ -12,7 +12,8 @@ from realtime.errors import CloseCode, ErrorCode
 ROOT = Path(__file__).resolve().parent.parent
 PROTOCOL = (ROOT / "docs" / "protocol.md").read_text()
 SETTINGS = (ROOT / "docs" / "settings.md").read_text()
-CHECK_IDS = sorted(set(re.findall(r"realtime\.[EW]\d{3}", (ROOT / "realtime" / "checks.py").read_text())))
+CHECKS = "".join((ROOT / "realtime" / name).read_text() for name in ("checks.py", "conf.py"))
+CHECK_IDS = sorted(set(re.findall(r"realtime\.[EW]\d{3}", CHECKS)))
 
 
 @pytest.mark.parametrize("code", list(ErrorCode), ids=str)
