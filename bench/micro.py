@@ -31,9 +31,9 @@ django.setup()
 from django.core.management import call_command  # noqa: E402
 
 from realtime import auth, keys, protocol  # noqa: E402
-from realtime.hub import get_hub  # noqa: E402
 from realtime.models import AccessKey  # noqa: E402
 from realtime.outbox import Outbox  # noqa: E402
+from realtime.runtime import get_hub  # noqa: E402
 
 
 def rate(fn, seconds=1.0, batch=100):

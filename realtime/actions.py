@@ -25,6 +25,7 @@ from .errors import (
 )
 from .names import is_pattern, pattern_prefix, validate_channel_name, validate_subscription_name
 from .permissions import get_policy
+from .positions import Position
 from .publishing import Publication, send_publication
 
 
@@ -69,7 +70,7 @@ async def authorize_pattern(principal: Principal | None, pattern: str) -> None:
         raise InvalidChannel(f"no active channel covers {prefix!r}")
 
 
-async def subscribe(hub, conn, name: str, since: protocol.Since | None = None) -> Subscribed:
+async def subscribe(hub, conn, name: str, since: Position | None = None) -> Subscribed:
     """Subscribe ``conn`` to a channel or a pattern, recovering after ``since`` if given."""
     name = validate_subscription_name(name)
     if since is not None and is_pattern(name):
@@ -108,7 +109,7 @@ async def subscribe(hub, conn, name: str, since: protocol.Since | None = None) -
         if since is not None:
             reply["recovered"] = False
         return Subscribed(reply)
-    held = hub.release(conn, name)
+    held = hub.stop_holding(conn, name)
     last = replay[-1][0] if replay else (since.offset if recovered else position.offset)
     reply.update(offset=max(last, position.offset), epoch=position.epoch)
     if recovered is not None:
@@ -121,7 +122,7 @@ async def subscribe(hub, conn, name: str, since: protocol.Since | None = None) -
     return Subscribed(reply, frames)
 
 
-async def _recover(hub, conn, store, name: str, info, since: protocol.Since):
+async def _recover(hub, conn, store, name: str, info, since: Position):
     """Read what ``conn`` missed after ``since``: (replay, recovered, position).
 
     Live publications are held back from the moment the hub listens; the stored ones

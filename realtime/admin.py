@@ -23,7 +23,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from . import keys
-from .broker import notify_changed
+from .changes import notify_changed
 from .models import AccessKey, Channel
 
 SCOPE_NAMES_SHOWN = 3

@@ -14,7 +14,8 @@ class RealtimeConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import broker, signals  # noqa: F401  (connects the model signals)
+        # signals connects the model receivers, changes the settings receiver.
+        from . import broker, changes, signals  # noqa: F401
         from .checks import check_settings
 
         checks.register(check_settings)

@@ -1,15 +1,20 @@
-"""Carries publications and control notices between server processes.
+"""Carries publications and change announcements between server processes.
 
-Two brokers share one small interface:
+Internal. Two brokers share the :class:`Broker` interface:
 
 * :class:`LayerBroker` uses the configured Channels layer (channels_redis in
   production). Each server process holds one layer channel for its hub and joins one
   layer group per realtime channel that has local subscribers, so a publication
   crosses Redis once per process, already encoded, never once per subscriber.
 * :class:`LocalBroker` is used when the layer is Channels' in-memory layer or there is
-  none: one process only, so a publication goes straight to the local hub. Skipping
+  none: one process only, so a publication goes straight to the local hubs. Skipping
   the in-memory layer also skips its capacity of 100 queued messages, past which it
   drops group messages silently.
+
+Dependencies run one way: a broker knows the hubs it was started with only through
+the :class:`Receiver` protocol (kept weakly, with the broker's own per-hub state), and
+never imports the hub. Each broker also owns the history and presence stores that go
+with its layer (``realtime.stores``).
 """
 
 from __future__ import annotations
@@ -18,14 +23,22 @@ import asyncio
 import logging
 import secrets
 import threading
+import weakref
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import msgpack
-from asgiref.sync import async_to_sync, sync_to_async
+from asgiref.sync import async_to_sync
 
-from . import durable, history, presence, protocol
+from . import protocol
 from .errors import Unavailable
 from .names import CONTROL_GROUP, group_name
+from .positions import EPOCH_BYTES, OFFSET_DIGITS, Position
 from .registry import ChannelInfo
+from .stores.durable import DurableHistory
+from .stores.history import MemoryHistory, RedisHistory
+from .stores.presence import MemoryPresence, RedisPresence
+from .stores.redis import RedisConnection, unavailable
 
 logger = logging.getLogger("realtime")
 
@@ -36,6 +49,52 @@ READY = "rt.ready"
 PROBE_INTERVAL = 1.0
 PROBE_TIMEOUT = 2.0
 READY_TIMEOUT = 5.0
+
+# ARGV: pairs of (pubsub channel, message). Every copy of a publication that keeps no
+# history, in one round trip.
+PUBLISH = """
+for i = 1, #ARGV, 2 do redis.call('PUBLISH', ARGV[i], ARGV[i + 1]) end
+return 0
+"""
+
+
+class Receiver(Protocol):
+    """What a broker delivers to: a process's hub (``realtime.hub.Hub``)."""
+
+    loop: asyncio.AbstractEventLoop
+
+    def deliver(
+        self,
+        name: str,
+        frame: str,
+        via: str | None = None,
+        info: ChannelInfo | None = None,
+        offset: int | None = None,
+    ) -> None: ...
+
+    def broker_recovered(self) -> None:
+        """The broker was unreachable for a while: publications may have been lost."""
+
+    def changed(self) -> None:
+        """Keys or channels changed somewhere: re-check live connections."""
+
+    def spawn(self, coro) -> asyncio.Task: ...
+
+
+class Broker(Protocol):
+    """What the hub and the publishing path need from a broker."""
+
+    kind: str
+    multi_process: bool
+    history: DurableHistory | None
+    presence: MemoryPresence | RedisPresence | None
+
+    async def start(self, hub: Receiver) -> None: ...
+    async def listen(self, topic: str, hub: Receiver) -> None: ...
+    async def unlisten(self, topic: str, hub: Receiver) -> None: ...
+    async def publish(self, name: str, frame: str, info: ChannelInfo) -> Position | None: ...
+    async def notice(self, name: str, frame: str) -> None: ...
+    def announce_change(self) -> None: ...
 
 
 def _running_loop():
@@ -51,66 +110,63 @@ def _topics(name: str) -> tuple[tuple[str, str], ...]:
     return ((name, "exact"), ("tree:" + name.split("/", 1)[0], "tree"), ("*", "all"))
 
 
-async def _mirror(name: str, position, frame: str, info) -> None:
-    """Write a durable channel's publication to the database (a thread hop, durable channels only)."""
-    try:
-        await sync_to_async(durable.store)(name, position.offset, position.epoch, frame, info)
-    except Exception:
-        logger.exception(
-            "realtime: could not keep publication %s of %s in the database", position.offset, name
-        )
-
-
 class LocalBroker:
-    """Delivers within this process, to every hub (one per event loop, usually one)."""
+    """Delivers within this process, to every hub it was started with (one per event
+    loop, usually one)."""
 
     kind = "local"
     multi_process = False
 
     def __init__(self) -> None:
-        self.history = history.MemoryHistory()
-        self.presence = presence.MemoryPresence()
+        self.history = DurableHistory(MemoryHistory())
+        self.presence = MemoryPresence()
+        self._hubs: weakref.WeakSet[Receiver] = weakref.WeakSet()
 
-    async def start(self, hub) -> None:
+    def _live(self) -> list[Receiver]:
+        return [hub for hub in list(self._hubs) if not hub.loop.is_closed()]
+
+    async def start(self, hub: Receiver) -> None:
+        self._hubs.add(hub)
+
+    async def listen(self, topic: str, hub: Receiver) -> None:
         pass
 
-    async def listen(self, name: str, hub) -> None:
+    async def unlisten(self, topic: str, hub: Receiver) -> None:
         pass
 
-    async def unlisten(self, name: str, hub) -> None:
-        pass
-
-    async def publish(self, name: str, frame: str, info) -> history.Position | None:
-        from .hub import live_hubs
-
+    async def publish(self, name: str, frame: str, info: ChannelInfo) -> Position | None:
         position = offset = None
         if info.has_history:
-            stream = await self.history.prepare(name, info)
-            # No await from numbering to delivery: subscribers see offsets in order.
-            frame, position = self.history.append(stream, frame)
+            # No suspension from numbering to delivery: subscribers see offsets in order.
+            position, frame = await self.history.append(name, frame, info)
             offset = position.offset
         here = _running_loop()
-        for hub in live_hubs():
+        for hub in self._live():
             if hub.loop is here:
                 hub.deliver(name, frame, None, info, offset)
             else:
                 hub.loop.call_soon_threadsafe(hub.deliver, name, frame, None, info, offset)
-        if position is not None and info.history_durable:
-            await _mirror(name, position, frame, info)
+        if position is not None:
+            await self.history.persist(name, position, frame, info)
         return position
 
     async def notice(self, name: str, frame: str) -> None:
         """A frame for the channel's exact subscribers that is no publication (join, leave)."""
-        from .hub import live_hubs
-
-        for hub in live_hubs():
+        for hub in self._live():
             hub.loop.call_soon_threadsafe(hub.deliver, name, frame, "exact")
 
-    def notify_changed(self) -> None:
-        from .hub import live_hubs
+    def announce_change(self) -> None:
+        for hub in self._live():
+            hub.loop.call_soon_threadsafe(hub.changed)
 
-        for hub in live_hubs():
-            hub.loop.call_soon_threadsafe(hub.request_revalidation)
+
+@dataclass(eq=False)
+class _Link:
+    """A hub's end of the layer: its layer channel, and what it waits for on it."""
+
+    channel: str
+    probe_returned: asyncio.Event = field(default_factory=asyncio.Event)
+    ready: dict[str, asyncio.Future] = field(default_factory=dict)
 
 
 class LayerBroker:
@@ -121,17 +177,24 @@ class LayerBroker:
 
     def __init__(self, layer) -> None:
         self.layer = layer
-        self.history, self._group_prefix = _redis_history(layer)
-        self.presence = presence.RedisPresence(self.history.client) if self.history else None
+        self.history: DurableHistory | None = None
+        self.presence: RedisPresence | None = None
+        self.redis: RedisConnection | None = None
+        host, self._group_prefix = _redis_host(layer)
+        if host is not None:
+            redis = self.redis = RedisConnection(host)
+            self.history = DurableHistory(RedisHistory(redis))
+            self.presence = RedisPresence(redis)
+        self._links: weakref.WeakKeyDictionary[Receiver, _Link] = weakref.WeakKeyDictionary()
 
-    async def start(self, hub) -> None:
-        hub.layer_channel = await self.layer.new_channel("realtime.hub.")
-        await self.layer.group_add(CONTROL_GROUP, hub.layer_channel)
-        hub.probe_returned = asyncio.Event()
-        hub.spawn(self._receive(hub))
-        hub.spawn(self._watch(hub))
+    async def start(self, hub: Receiver) -> None:
+        link = _Link(await self.layer.new_channel("realtime.hub."))
+        await self.layer.group_add(CONTROL_GROUP, link.channel)
+        self._links[hub] = link
+        hub.spawn(self._receive(hub, link))
+        hub.spawn(self._watch(hub, link))
 
-    async def _watch(self, hub) -> None:
+    async def _watch(self, hub: Receiver, link: _Link) -> None:
         """Notice the broker going away and coming back.
 
         Once a second the hub sends a probe to its own layer channel and waits for it to
@@ -142,10 +205,10 @@ class LayerBroker:
         healthy = True
         while True:
             await asyncio.sleep(PROBE_INTERVAL)
-            hub.probe_returned.clear()
+            link.probe_returned.clear()
             try:
-                await asyncio.wait_for(self.layer.send(hub.layer_channel, {"type": PROBE}), PROBE_TIMEOUT)
-                await asyncio.wait_for(hub.probe_returned.wait(), PROBE_TIMEOUT)
+                await asyncio.wait_for(self.layer.send(link.channel, {"type": PROBE}), PROBE_TIMEOUT)
+                await asyncio.wait_for(link.probe_returned.wait(), PROBE_TIMEOUT)
                 ok = True
             except Exception:  # timeouts included
                 ok = False
@@ -158,10 +221,10 @@ class LayerBroker:
                 logger.warning("realtime: the broker is unreachable; publications cannot be delivered")
             healthy = ok
 
-    async def _receive(self, hub) -> None:
+    async def _receive(self, hub: Receiver, link: _Link) -> None:
         while True:
             try:
-                message = await self.layer.receive(hub.layer_channel)
+                message = await self.layer.receive(link.channel)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -177,87 +240,83 @@ class LayerBroker:
                     frame = protocol.stamp(frame, offset, message["epoch"])
                 hub.deliver(message["channel"], frame, message["via"], info, offset)
             elif kind == READY:
-                waiter = hub.ready_waiters.get(message["token"])
+                waiter = link.ready.get(message["token"])
                 if waiter is not None and not waiter.done():
                     waiter.set_result(None)
             elif kind == CONTROL:
-                hub.request_revalidation()
+                hub.changed()
             elif kind == PROBE:
-                hub.probe_returned.set()
+                link.probe_returned.set()
 
-    async def listen(self, name: str, hub) -> None:
+    async def listen(self, topic: str, hub: Receiver) -> None:
         """Join the topic's group and return once Redis delivers it here.
 
         A SUBSCRIBE is sent without waiting for Redis to confirm it, so a message sent
         through the group is waited for: after that, nothing published can be missed
         (recovery from history relies on it).
         """
-        group = group_name(name)
-        await self.layer.group_add(group, hub.layer_channel)
+        link = self._links[hub]
+        group = group_name(topic)
+        await self.layer.group_add(group, link.channel)
         token = secrets.token_hex(8)
-        waiter = hub.ready_waiters[token] = hub.loop.create_future()
+        waiter = link.ready[token] = hub.loop.create_future()
         try:
             await self.layer.group_send(group, {"type": READY, "token": token})
             await asyncio.wait_for(waiter, READY_TIMEOUT)
         except TimeoutError:
             # Redis took the SUBSCRIBE and the PUBLISH but the probe is late (an overloaded
             # process, say): carry on; the outage watchdog reports a broker that is really gone.
-            logger.warning("realtime: no confirmation from the broker for %s after %ss", name, READY_TIMEOUT)
+            logger.warning("realtime: no confirmation from the broker for %s after %ss", topic, READY_TIMEOUT)
         finally:
-            hub.ready_waiters.pop(token, None)
+            link.ready.pop(token, None)
 
-    async def unlisten(self, name: str, hub) -> None:
-        await self.layer.group_discard(group_name(name), hub.layer_channel)
+    async def unlisten(self, topic: str, hub: Receiver) -> None:
+        link = self._links.get(hub)
+        if link is not None:
+            await self.layer.group_discard(group_name(topic), link.channel)
 
-    async def publish(self, name: str, frame: str, info) -> history.Position | None:
+    async def publish(self, name: str, frame: str, info: ChannelInfo) -> Position | None:
         """One layer message per topic that may have listeners (see :func:`_topics`).
         Redis drops a PUBLISH nobody listens to, so a process only receives the copies
         it asked for.
 
-        On a channel with history, the Lua script in ``realtime.history`` numbers and
-        stores the publication and PUBLISHes the copies in one atomic step, so every
-        process receives a channel's publications in offset order.
+        On a channel with history, the Lua script in ``realtime.stores.history``
+        numbers and stores the publication and PUBLISHes the copies in one atomic step,
+        so every process receives a channel's publications in offset order.
         """
         message = {"type": PUBLICATION, "channel": name, "frame": frame, "info": info.as_list()}
         if info.has_history and self.history is None:
             raise Unavailable("history needs a Redis channel layer (channels_redis)")
-        try:
+        with unavailable("the broker"):
             if not info.has_history:
                 if self._group_prefix is not None:
                     # One round trip for the three copies, not one per copy.
-                    await self.history.publish(
-                        [
-                            (f"{self._group_prefix}{group_name(key)}", msgpack.packb({**message, "via": via}))
-                            for key, via in _topics(name)
-                        ]
-                    )
+                    copies = [
+                        (f"{self._group_prefix}{group_name(key)}", msgpack.packb({**message, "via": via}))
+                        for key, via in _topics(name)
+                    ]
+                    parts = [part for copy in copies for part in copy]
+                    await self.redis.run(PUBLISH, [], parts, "the broker")
                     return None
                 for key, via in _topics(name):
                     await self.layer.group_send(group_name(key), {**message, "via": via})
                 return None
             if self._group_prefix is not None:
-                copies = [
+                heads = [
                     (f"{self._group_prefix}{group_name(key)}", _msgpack_head({**message, "via": via}))
                     for key, via in _topics(name)
                 ]
-                position, stamped = await self.history.append(name, frame, info, copies, _MSGPACK_MIDDLE)
+                position, stamped = await self.history.append(name, frame, info, heads, _MSGPACK_MIDDLE)
             else:
                 # A layer the script cannot publish through: number first, then send.
                 # Publications from several processes at once may then arrive out of order.
                 position, stamped = await self.history.append(name, frame, info)
-                digits = f"{position.offset:0{history.OFFSET_DIGITS}d}"
+                digits = f"{position.offset:0{OFFSET_DIGITS}d}"
                 for key, via in _topics(name):
                     await self.layer.group_send(
                         group_name(key), {**message, "via": via, "offset": digits, "epoch": position.epoch}
                     )
-        except (TimeoutError, OSError, ConnectionError) as error:
-            raise Unavailable(f"the broker is unreachable: {error}") from error
-        except Exception as error:
-            if type(error).__module__.startswith("redis"):
-                raise Unavailable(f"the broker is unreachable: {error}") from error
-            raise
-        if info.history_durable:
-            await _mirror(name, position, stamped, info)
+        await self.history.persist(name, position, stamped, info)
         return position
 
     async def notice(self, name: str, frame: str) -> None:
@@ -268,7 +327,8 @@ class LayerBroker:
         except Exception:
             logger.warning("realtime: could not send a presence notice on %s", name, exc_info=True)
 
-    def notify_changed(self) -> None:
+    def announce_change(self) -> None:
+        """Tell every server process (this one included) that keys or channels changed."""
         loop = _running_loop()
         if loop is not None:
             task = loop.create_task(self._announce())
@@ -290,8 +350,8 @@ class LayerBroker:
 
 # The layer message of a publication with history ends in "offset" and "epoch", both
 # fixed-length strings (fixstr), so the Lua script can append them to bytes made here.
-_MSGPACK_OFFSET = msgpack.packb("offset") + bytes([0xA0 | history.OFFSET_DIGITS])
-_MSGPACK_MIDDLE = msgpack.packb("epoch") + bytes([0xA0 | history.EPOCH_BYTES * 2])
+_MSGPACK_OFFSET = msgpack.packb("offset") + bytes([0xA0 | OFFSET_DIGITS])
+_MSGPACK_MIDDLE = msgpack.packb("epoch") + bytes([0xA0 | EPOCH_BYTES * 2])
 
 
 def _msgpack_head(message: dict) -> bytes:
@@ -302,9 +362,10 @@ def _msgpack_head(message: dict) -> bytes:
     return bytes([0x80 | count]) + body + _MSGPACK_OFFSET
 
 
-def _redis_history(layer):
-    """The history store for a Redis layer, and the prefix of its group pubsub channels
-    when the Lua script can publish through it (None when it cannot)."""
+def _redis_host(layer) -> tuple[dict | None, str | None]:
+    """The Redis host of a channels_redis layer (None for other layers), and the prefix
+    of its group pubsub channels when the Lua scripts can publish through it (None when
+    they cannot: encryption, a prefix in the serialisation, several hosts)."""
     from channels_redis.utils import decode_hosts
 
     module = type(layer).__module__
@@ -316,34 +377,48 @@ def _redis_history(layer):
         probe = {"type": "x", "n": [1, True]}
         plain = layer.serialize(probe) == msgpack.packb(probe)  # no encryption or prefix
         prefix = f"{options.get('prefix', 'asgi')}__group__" if plain and len(hosts) == 1 else None
-        return history.RedisHistory(hosts[0]), prefix
-    return history.RedisHistory(layer.hosts[0]), None
+        return hosts[0], prefix
+    return layer.hosts[0], None
 
 
 _pending_announcements: set = set()
 _lock = threading.Lock()
-_brokers: dict[int, object] = {}
+# One broker per layer object, kept as long as the layer is: Channels makes new layer
+# objects when CHANNEL_LAYERS changes (override_settings), and a new object never meets
+# the broker of an old one, even if it reuses the old one's id.
+_brokers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_no_layer: LocalBroker | None = None
 
 
-def get_broker():
+def get_broker() -> Broker:
     """The broker for the configured layer (one per layer object)."""
     from channels.layers import InMemoryChannelLayer, get_channel_layer
 
     from .conf import settings
 
+    global _no_layer
     layer = get_channel_layer(settings.CHANNEL_LAYER)
-    key = id(layer)
-    broker = _brokers.get(key)
+    if layer is None:
+        with _lock:
+            if _no_layer is None:
+                _no_layer = LocalBroker()
+            return _no_layer
+    broker = _brokers.get(layer)
     if broker is None:
         with _lock:
-            broker = _brokers.get(key)
+            broker = _brokers.get(layer)
             if broker is None:
-                if layer is None or isinstance(layer, InMemoryChannelLayer):
-                    broker = LocalBroker()
-                else:
-                    broker = LayerBroker(layer)
-                _brokers[key] = broker
+                broker = LocalBroker() if isinstance(layer, InMemoryChannelLayer) else LayerBroker(layer)
+                _brokers[layer] = broker
     return broker
+
+
+def reset() -> None:
+    """Forget every broker (settings changed); hubs already running keep theirs."""
+    global _no_layer
+    with _lock:
+        _brokers.clear()
+        _no_layer = None
 
 
 def describe() -> str:
@@ -353,8 +428,7 @@ def describe() -> str:
     from .conf import settings
 
     layer = get_channel_layer(settings.CHANNEL_LAYER)
-    broker = get_broker()
-    if broker.multi_process:
+    if get_broker().multi_process:
         return (
             f"realtime: publications cross processes through {type(layer).__module__}.{type(layer).__name__}"
         )
@@ -362,12 +436,3 @@ def describe() -> str:
         "realtime: no multi-process channel layer is configured (in-memory): "
         "this process is a server of its own; set REDIS_URL (CHANNEL_LAYERS) to run several"
     )
-
-
-def notify_changed() -> None:
-    """Tell every server process that keys or channels changed, so live connections are re-checked."""
-    from . import auth, registry
-
-    auth.cache.clear()
-    registry.cache.clear()
-    get_broker().notify_changed()

@@ -1,7 +1,7 @@
 """The small process-local caches on the hot path (keys by secret hash, channels by name).
 
 Entries are trusted for ``REVALIDATE_INTERVAL`` seconds at most, and every cache is
-dropped whenever keys or channels change (``realtime.broker.notify_changed``) and at
+dropped whenever keys or channels change (``realtime.changes.notify_changed``) and at
 each revalidation, so nothing stale outlives the promise revalidation makes. The size
 is bounded by clearing everything when full: simple, and refilling costs one query
 per name.

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-
-from channels.exceptions import StopConsumer
+from collections.abc import Callable
 
 from . import actions, auth, protocol
 from .asgi import Consumer
@@ -31,9 +30,9 @@ from .errors import (
     RealtimeError,
     Unavailable,
 )
-from .hub import get_hub
 from .names import validate_subscription_name
 from .ratelimit import TokenBucket
+from .runtime import get_hub
 
 logger = logging.getLogger("realtime")
 
@@ -46,19 +45,20 @@ class RealtimeConsumer(Consumer):
 
     principal: auth.Principal | None = None
     hub = None
+    # What the hub calls per delivery (hub.Subscriber): the outbox's own push, bound
+    # when the socket opens, so a delivery costs no extra call.
+    push: Callable[[str], None]
 
     # ASGI events -------------------------------------------------------------------
 
     async def websocket_connect(self, message: dict) -> None:
         self.subscriptions: set[str] = set()
         self.client_id = secrets.token_hex(16)
-        self.invalid_frames = 0
-        self.auth_failures = 0
         self.max_message_size = settings.MAX_MESSAGE_SIZE
         self.rate = TokenBucket(settings.RATE_LIMIT, settings.RATE_BURST)
         if not await self.open():
             return
-        self.push = self.outbox.push  # what the hub calls per delivery, without a hop through push()
+        self.push = self.outbox.push
         try:
             self.hub = await get_hub()
         except Unavailable:
@@ -77,12 +77,6 @@ class RealtimeConsumer(Consumer):
             return
         await self.handle_text(text)
 
-    async def websocket_disconnect(self, message: dict) -> None:
-        self.closing = True
-        self.let_go("closed")
-        self.outbox.cancel()
-        raise StopConsumer()
-
     # Frames ------------------------------------------------------------------------
 
     async def handle_text(self, text: str) -> None:
@@ -99,18 +93,14 @@ class RealtimeConsumer(Consumer):
             logger.exception("realtime: unexpected error handling a frame")
             self.push(protocol.error_frame(ErrorCode.INTERNAL_ERROR, command.id if command else None))
         else:
-            self.invalid_frames = 0
+            self.frame_was_valid()
 
     def _refuse(self, error: RealtimeError, request_id: protocol.RequestId = None) -> None:
         self.push(protocol.error_frame(error.code, request_id, error.detail))
         if error.code in MALFORMED:
-            self.invalid_frames += 1
-            if self.invalid_frames >= settings.MAX_INVALID_FRAMES:
-                self.close_soon(CloseCode.TOO_MANY_INVALID_FRAMES)
+            self.frame_was_malformed()
         elif error.code == ErrorCode.INVALID_CREDENTIALS:
-            self.auth_failures += 1
-            if self.auth_failures >= settings.MAX_AUTH_FAILURES:
-                self.close_soon(CloseCode.TOO_MANY_AUTH_FAILURES)
+            self.authentication_failed()
 
     # Commands ----------------------------------------------------------------------
 
@@ -163,10 +153,7 @@ class RealtimeConsumer(Consumer):
         self.push(protocol.ok_frame(command.id))
         await self.close(CloseCode.NORMAL)
 
-    # What the hub calls ------------------------------------------------------------
-
-    def push(self, frame: str) -> None:
-        self.outbox.push(frame)
+    # What the hub calls besides push ----------------------------------------------
 
     def drop_subscription(self, name: str, reason: str) -> None:
         self.hub.unsubscribe(self, name)
@@ -175,6 +162,9 @@ class RealtimeConsumer(Consumer):
     def drop_principal(self, reason: str) -> None:
         self._logout()
         self.push(protocol.logout_frame(reason))
+
+    def replace_principal(self, principal: auth.Principal) -> None:
+        self.principal = principal
 
     # Helpers -----------------------------------------------------------------------
 
@@ -188,12 +178,6 @@ class RealtimeConsumer(Consumer):
         if self.hub is not None:
             self.hub.remove(self)
 
-
-RealtimeConsumer.EVENTS = {
-    "websocket.connect": RealtimeConsumer.websocket_connect,
-    "websocket.receive": RealtimeConsumer.websocket_receive,
-    "websocket.disconnect": RealtimeConsumer.websocket_disconnect,
-}
 
 COMMANDS = {
     protocol.Auth: RealtimeConsumer.do_auth,

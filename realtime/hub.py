@@ -1,31 +1,29 @@
 """The process-local hub: who is subscribed to what here, and the fan-out.
 
-There is one hub per event loop (a server process has one). Connections register with
-it; it joins the broker's group for a channel when the first local subscriber arrives
-and leaves it after the last one goes. A publication arriving from the broker is
-already an encoded frame: :meth:`Hub.deliver` hands that same string to each local
-subscriber's outbox, synchronously, with no JSON encode, channel-layer message,
-thread hop or task per delivery.
+Internal. There is one hub per event loop (a server process has one; see
+``realtime.runtime``). Connections register with it; it listens on the broker's topic
+for a channel when the first local subscriber arrives and stops after the last one
+goes. A publication arriving from the broker is already an encoded frame:
+:meth:`Hub.deliver` hands that same string to each local subscriber, synchronously,
+with no JSON encode, channel-layer message, thread hop or task per delivery.
 
-The hub also re-checks live connections against the database (revoked or expired
-keys, deactivated or deleted channels), at once when a change is announced and every
-``REVALIDATE_INTERVAL`` seconds in case a change was made behind the models' back.
+The hub runs no database queries. When keys or channels change it calls
+``on_change`` (``realtime.revalidation`` re-checks the connections and tells them
+through the :class:`Subscriber` methods).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
+from collections.abc import Callable
 from typing import Protocol
 
-from asgiref.sync import sync_to_async
-
-from . import auth, registry
-from .broker import get_broker
+from .auth import Principal
+from .broker import Broker
 from .conf import settings
 from .errors import Unavailable
-from .names import is_pattern, pattern_prefix, patterns_matching, topic
+from .names import pattern_prefix, patterns_matching, topic
 from .permissions import get_policy
 from .protocol import join_frame, leave_frame, missed_frame
 
@@ -36,52 +34,31 @@ SKIP_SECONDS = 5.0
 
 
 class Subscriber(Protocol):
-    """What the hub needs from a connection (the consumer implements it)."""
+    """What the hub needs from a connection (native consumers and Bayeux sessions)."""
 
-    principal: auth.Principal | None
+    principal: Principal | None
     subscriptions: set[str]
     client_id: str  # public: shown in presence
 
-    def push(self, frame: str) -> None: ...
-    def drop_subscription(self, name: str, reason: str) -> None: ...
-    def drop_principal(self, reason: str) -> None: ...
+    def push(self, frame: str) -> None:
+        """Send one encoded frame; never blocks, never raises."""
 
+    def drop_subscription(self, name: str, reason: str) -> None:
+        """Access to ``name`` was withdrawn: unsubscribe and tell the client why."""
 
-_hubs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+    def drop_principal(self, reason: str) -> None:
+        """The credentials stopped being valid: log out and tell the client why."""
 
-
-def live_hubs() -> list[Hub]:
-    return [
-        hub
-        for loop, hub in list(_hubs.items())
-        if not loop.is_closed() and hub.started.done() and not hub.started.exception()
-    ]
-
-
-async def get_hub() -> Hub:
-    """The hub of the running event loop, started on first use."""
-    loop = asyncio.get_running_loop()
-    hub = _hubs.get(loop)
-    if hub is None:
-        hub = _hubs[loop] = Hub(loop, get_broker())
-        hub.started = loop.create_task(hub.start())
-    try:
-        await asyncio.shield(hub.started)
-    except asyncio.CancelledError:
-        raise
-    except Exception as error:
-        # Forget the failed hub, so that the next connection tries again (Redis may be back).
-        if _hubs.get(loop) is hub:
-            del _hubs[loop]
-        hub.stop()
-        raise Unavailable("the broker is unreachable") from error
-    return hub
+    def replace_principal(self, principal: Principal) -> None:
+        """The same credentials, re-read from the database (a key's scope may have changed)."""
 
 
 class Hub:
-    def __init__(self, loop: asyncio.AbstractEventLoop, broker) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, broker: Broker) -> None:
         self.loop = loop
         self.broker = broker
+        # Called when keys or channels changed (set by realtime.runtime).
+        self.on_change: Callable[[], None] | None = None
         # Subscription name (a channel, or a pattern such as rooms/*) -> its local subscribers.
         self.subscribers: dict[str, set[Subscriber]] = {}
         self.patterns: set[str] = set()
@@ -97,21 +74,14 @@ class Hub:
         # read a moment before it arrives. (Only for a moment: after a Redis flush,
         # offsets start again from 1.)
         self.skipping: dict[str, dict[Subscriber, tuple[int, float]]] = {}
-        self.layer_channel: str | None = None
-        self.ready_waiters: dict[str, asyncio.Future] = {}
         # Channel with presence -> (its configuration, local connections with an entry).
         self.present: dict[str, tuple[object, set[Subscriber]]] = {}
         self.started: asyncio.Task
         self._listening: dict[str, asyncio.Task] = {}
         self._tasks: set[asyncio.Task] = set()
-        self._revalidating: asyncio.Task | None = None
-        self._again = False
 
     async def start(self) -> None:
         await self.broker.start(self)
-        interval = settings.REVALIDATE_INTERVAL
-        if interval:
-            self.spawn(self._periodic(interval))
         self.spawn(self._renew_presence())
 
     def stop(self) -> None:
@@ -139,7 +109,7 @@ class Hub:
         delivers its topic here.
 
         With ``hold``, publications for ``conn`` on ``name`` are kept back until
-        :meth:`release` (the connection is recovering from history meanwhile).
+        :meth:`stop_holding` (the connection is recovering from history meanwhile).
         """
         key = topic(name)
         if hold:
@@ -175,7 +145,7 @@ class Hub:
         if self._listening.get(key) is pending:
             del self._listening[key]
 
-    def release(self, conn: Subscriber, name: str) -> list[tuple[int | None, str]]:
+    def stop_holding(self, conn: Subscriber, name: str) -> list[tuple[int | None, str]]:
         """Stop holding ``conn``'s publications on ``name``; returns those held, in order."""
         held = self.holding.get(name)
         if held is None:
@@ -196,7 +166,7 @@ class Hub:
     def unsubscribe(self, conn: Subscriber, name: str) -> None:
         conn.subscriptions.discard(name)
         if name in self.holding:
-            self.release(conn, name)
+            self.stop_holding(conn, name)
         if name in self.skipping:
             self._stop_skipping(name, conn)
         present = self.present.get(name)
@@ -341,84 +311,9 @@ class Hub:
                 except Exception as error:
                     logger.warning("realtime: could not renew presence on %s: %s", name, error)
 
-    # Revalidation ------------------------------------------------------------------
+    # What the broker calls besides deliver ----------------------------------------
 
-    def request_revalidation(self) -> None:
-        """Re-check live connections soon; requests made meanwhile are coalesced."""
-        if self._revalidating is not None:
-            self._again = True
-            return
-        self._revalidating = self.spawn(self._revalidate_loop())
-
-    async def _revalidate_loop(self) -> None:
-        try:
-            while True:
-                self._again = False
-                try:
-                    await self.revalidate()
-                except Exception:
-                    logger.exception("realtime: revalidating live connections failed")
-                if not self._again:
-                    return
-        finally:
-            self._revalidating = None
-
-    async def _periodic(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            self.request_revalidation()
-
-    async def revalidate(self) -> None:
-        auth.cache.clear()
-        registry.cache.clear()
-        # Judge each connection only on what it held before the database was read:
-        # a principal or subscription gained meanwhile was checked fresh when gained.
-        snapshot = [(conn, conn.principal, tuple(conn.subscriptions)) for conn in self.connections]
-        held = [principal for _, principal, _ in snapshot if principal is not None]
-        key_ids = {p.key_id for p in held if not p.is_token}
-        user_ids = {p.user_id for p in held if p.is_token and p.user_id is not None}
-        # A pattern is judged by the channel its prefix resolves to (bare ones by none).
-        names = {
-            pattern_prefix(name) if is_pattern(name) else name
-            for _, _, subscribed in snapshot
-            for name in subscribed
-        } - {""}
-        principals, active_users, channels = await sync_to_async(_load_state)(key_ids, user_ids, names)
-        policy = get_policy()
-        for conn, principal, subscribed in snapshot:
-            if principal is not None and conn.principal is principal:
-                if principal.is_token:
-                    if principal.user_id is not None and principal.user_id not in active_users:
-                        conn.drop_principal("user_inactive")
-                        continue
-                else:
-                    fresh = principals.get(principal.key_id)
-                    if fresh is None or fresh.secret_hash != principal.secret_hash:
-                        conn.drop_principal("key_revoked")
-                        continue
-                    conn.principal = fresh if not fresh.can_write else fresh.limited_to(principal.access)
-            for name in subscribed:
-                if name not in conn.subscriptions:
-                    continue
-                if is_pattern(name):
-                    prefix = pattern_prefix(name)
-                    if not policy.can_subscribe_pattern(conn.principal, name, channels.get(prefix)):
-                        conn.drop_subscription(name, "access_revoked")
-                    continue
-                info = channels.get(name)
-                if info is None:
-                    conn.drop_subscription(name, "channel_unavailable")
-                elif not policy.can_subscribe(conn.principal, info):
-                    conn.drop_subscription(name, "access_revoked")
-
-
-def _load_state(key_ids, user_ids, names):
-    from django.contrib.auth import get_user_model
-    from django.db import close_old_connections
-
-    close_old_connections()
-    active_users = set()
-    if user_ids:
-        users = get_user_model()._default_manager.filter(pk__in=list(user_ids), is_active=True)
-        active_users = set(users.values_list("pk", flat=True))
-    return auth.load_principals(key_ids), active_users, registry.resolve_many(names)
+    def changed(self) -> None:
+        """Keys or channels changed somewhere (announced through the broker)."""
+        if self.on_change is not None:
+            self.on_change()

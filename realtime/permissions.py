@@ -49,3 +49,8 @@ def _load(path: str) -> Policy:
 
 def get_policy() -> Policy:
     return _load(settings.POLICY)
+
+
+def reset() -> None:
+    """Forget loaded policies (settings changed)."""
+    _load.cache_clear()

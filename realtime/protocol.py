@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import InvalidData, MessageTooLarge, RealtimeError
+from .positions import Position
 
 PROTOCOL_VERSION = 1
 ACCESS_LEVELS = ("read-only", "read-write")
@@ -51,19 +52,12 @@ class Auth:
 
 
 @dataclass(frozen=True, slots=True)
-class Since:
-    """A position in a channel's stream: the last offset a client saw, in an epoch."""
-
-    offset: int
-    epoch: str
-
-
-@dataclass(frozen=True, slots=True)
 class Subscribe:
     id: RequestId
     channel: str
-    # Recover what was published after this position before going live.
-    since: Since | None = None
+    # Recover what was published after this position (the last publication the
+    # client saw) before going live.
+    since: Position | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,10 +220,10 @@ def _parse_subscribe(request_id: RequestId, value: Any) -> Subscribe:
     return Subscribe(request_id, channel, parse_since(body["since"], "subscribe.since"))
 
 
-def parse_since(value: Any, field: str) -> Since:
+def parse_since(value: Any, field: str) -> Position:
     """A position ``{"offset": N, "epoch": E}`` (also Bayeux's ``ext.realtime.since``)."""
     since = _body(value, field)
-    return Since(_offset(since.get("offset"), f"{field}.offset"), _epoch(since, field))
+    return Position(_offset(since.get("offset"), f"{field}.offset"), _epoch(since, field))
 
 
 def _parse_history(request_id: RequestId, value: Any) -> History:

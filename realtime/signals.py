@@ -1,7 +1,7 @@
 """Announce changes to keys and channels so live connections are re-checked at once.
 
 Bulk ``QuerySet.update()`` sends no signals; the admin actions call
-:func:`realtime.broker.notify_changed` themselves, and the periodic revalidation
+:func:`realtime.changes.notify_changed` themselves, and the periodic revalidation
 catches anything else within ``REVALIDATE_INTERVAL`` seconds.
 """
 
@@ -11,7 +11,7 @@ from django.db import transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.dispatch import receiver
 
-from .broker import notify_changed
+from .changes import notify_changed
 from .models import AccessKey, Channel
 
 

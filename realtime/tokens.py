@@ -59,6 +59,11 @@ def get_grant(request) -> Grant | None:
     return _load(settings.TOKEN_GRANT)(request)
 
 
+def reset() -> None:
+    """Forget loaded grant functions (settings changed)."""
+    _load.cache_clear()
+
+
 def issue_token(
     user, access: str = "read-only", channels=(ALL,), ttl: float | None = None
 ) -> tuple[str, int]:

@@ -113,6 +113,13 @@ class RedisServer:
         if self.process is not None:
             stop(self.process)
 
+    def pause(self) -> None:
+        """SIGSTOP: a Redis that hangs (takes connections, never answers)."""
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+
 
 class AsgiServer:
     """``daphne`` or ``uvicorn`` serving demo_site.asgi with the test settings."""

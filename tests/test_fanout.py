@@ -9,10 +9,10 @@ import json
 import pytest
 
 from realtime import protocol
-from realtime.hub import get_hub
 from realtime.outbox import Outbox
 from realtime.publishing import send_publication
 from realtime.registry import ChannelInfo
+from realtime.runtime import get_hub
 
 SUBSCRIBERS = 50
 

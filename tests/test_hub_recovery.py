@@ -27,7 +27,7 @@ def recovered_connection(mark):
     conn, other = Connection(), Connection()
     loop.run_until_complete(hub.subscribe(conn, "news", hold=True))
     loop.run_until_complete(hub.subscribe(other, "news"))
-    hub.release(conn, "news")
+    hub.stop_holding(conn, "news")
     hub.sent_up_to(conn, "news", mark)
     return hub, conn, other, loop
 

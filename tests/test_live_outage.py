@@ -141,3 +141,60 @@ def test_publish_from_python_during_an_outage_raises_unavailable(
 
     with pytest.raises(Unavailable):
         realtime.publish(name, "e", "during")
+
+
+# Each store answers unavailable when Redis is gone: history, presence (and publish above).
+
+
+def test_history_during_an_outage_answers_unavailable(
+    lonely_redis, server_on_lonely_redis, connect, make_key, make_channel, uid
+):
+    name = make_channel(f"kept-{uid}", history_size=10).name
+    client = connect(server_on_lonely_redis, timeout=15)
+    client.auth(make_key())
+    assert client.publish(name, "e", 1)["ok"] is True
+
+    lonely_redis.stop()
+
+    reply = client.history(name)
+    assert reply["err"] == "unavailable", reply
+    assert "history" in reply["detail"]
+
+
+def test_presence_during_an_outage_answers_unavailable(
+    lonely_redis, server_on_lonely_redis, connect, make_key, make_channel, uid
+):
+    name = make_channel(f"room-{uid}", presence=True).name
+    first = connect(server_on_lonely_redis, timeout=15)
+    second = connect(server_on_lonely_redis, timeout=15)
+    first.auth(make_key())
+    second.auth(make_key())
+    assert first.subscribe(name)["ok"] is True  # this process now listens on the channel
+
+    lonely_redis.stop()
+
+    # The subscription itself needs nothing new from Redis; recording presence does.
+    reply = second.subscribe(name)
+    assert reply["err"] == "unavailable", reply
+    assert "presence" in reply["detail"]
+    assert first.presence(name)["err"] == "unavailable"
+    assert second.request("ping")["ok"] is True
+
+
+def test_history_while_redis_hangs_answers_unavailable_once_the_socket_times_out(
+    lonely_redis, server_on_lonely_redis, connect, make_key, make_channel, uid
+):
+    name = make_channel(f"kept-{uid}", history_size=10).name
+    client = connect(server_on_lonely_redis, timeout=20)
+    client.auth(make_key())
+    assert client.publish(name, "e", 1)["ok"] is True
+
+    lonely_redis.pause()
+    try:
+        # redis-py raises its own TimeoutError after socket_timeout (5 s in the settings).
+        reply = client.history(name)
+    finally:
+        lonely_redis.resume()
+
+    assert reply["err"] == "unavailable", reply
+    assert client.history(name)["ok"] is True

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import logging
 
-from channels.exceptions import StopConsumer
-
 from ..asgi import Consumer
 from ..conf import settings
 from ..errors import CloseCode, Unavailable
@@ -36,8 +34,6 @@ class BayeuxConsumer(Consumer):
         self.sessions: set = set()
         self.replies: list[str] = []
         self.handling = False
-        self.invalid_frames = 0
-        self.auth_failures = 0
         if not await self.open():
             return
         try:
@@ -55,11 +51,9 @@ class BayeuxConsumer(Consumer):
             messages = bayeux.parse_payload(text, settings.MAX_MESSAGE_SIZE)
         except BayeuxError as error:
             self.send_reply(bayeux.error_reply(None, error))
-            self.invalid_frames += 1
-            if self.invalid_frames >= settings.MAX_INVALID_FRAMES:
-                await self.close(CloseCode.TOO_MANY_INVALID_FRAMES)
+            self.frame_was_malformed()
             return
-        self.invalid_frames = 0
+        self.frame_was_valid()
         self.handling = True
         try:
             connect = await self.server.handle(messages, self)
@@ -73,12 +67,6 @@ class BayeuxConsumer(Consumer):
         finally:
             self.handling = False
             self._flush()
-
-    async def websocket_disconnect(self, message: dict) -> None:
-        self.closing = True
-        self.let_go("closed")
-        self.outbox.cancel()
-        raise StopConsumer()
 
     # What sessions and the server call ---------------------------------------------
 
@@ -97,9 +85,7 @@ class BayeuxConsumer(Consumer):
         session.attach(self)
 
     def handshake_failed(self) -> None:
-        self.auth_failures += 1
-        if self.auth_failures >= settings.MAX_AUTH_FAILURES:
-            self.close_soon(CloseCode.TOO_MANY_AUTH_FAILURES)
+        self.authentication_failed()
 
     # Helpers -----------------------------------------------------------------------
 
@@ -118,10 +104,3 @@ class BayeuxConsumer(Consumer):
                 # Sessions outlive their socket for BAYEUX_MAX_INTERVAL: a client may come back.
                 session.detach(self)
         self.sessions.clear()
-
-
-BayeuxConsumer.EVENTS = {
-    "websocket.connect": BayeuxConsumer.websocket_connect,
-    "websocket.receive": BayeuxConsumer.websocket_receive,
-    "websocket.disconnect": BayeuxConsumer.websocket_disconnect,
-}

@@ -57,6 +57,11 @@ def handler_for(channel: str):
     return _load(path) if path else None
 
 
+def reset() -> None:
+    """Forget loaded handlers (settings changed)."""
+    _load.cache_clear()
+
+
 async def call(handler, request: ServiceRequest) -> Any:
     if inspect.iscoroutinefunction(handler):
         return await handler(request)

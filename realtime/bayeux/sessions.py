@@ -24,9 +24,10 @@ from typing import Any
 from .. import actions, protocol, registry
 from ..conf import settings
 from ..errors import InvalidData, RateLimited, RealtimeError
-from ..hub import get_hub
+from ..positions import Position
 from ..publishing import validate_event
 from ..ratelimit import TokenBucket
+from ..runtime import get_hub
 from . import protocol as bayeux
 from . import services
 from .protocol import BayeuxError
@@ -41,8 +42,11 @@ class Session:
 
     def __init__(self, server: BayeuxServer, principal) -> None:
         self.server = server
-        self.id = secrets.token_urlsafe(24)  # the clientId: 192 random bits
-        self.client_id = secrets.token_hex(16)  # public (presence, service requests)
+        # The Bayeux clientId: a bearer secret (192 random bits) that only this client
+        # sees. Whoever presents it acts as the session, so it is never shown to others.
+        self.bayeux_id = secrets.token_urlsafe(24)
+        # The public id, shown in presence and to service handlers (hub.Subscriber).
+        self.client_id = secrets.token_hex(16)
         self.principal = principal
         self.subscriptions: set[str] = set()
         self.queue: list[str] = []
@@ -68,6 +72,9 @@ class Session:
     def drop_principal(self, reason: str) -> None:
         # The session ends: its client handshakes again and is refused.
         self.server.end(self, reason)
+
+    def replace_principal(self, principal) -> None:
+        self.principal = principal
 
     # Deliveries --------------------------------------------------------------------
 
@@ -108,7 +115,7 @@ class Session:
             self.last_seen = self.server.loop.time()
         return waiter.result() if waiter.done() else None
 
-    def release(self, why: str | None = None) -> None:
+    def answer_connect(self, why: str | None = None) -> None:
         """Complete a connect held over HTTP or over a WebSocket, now."""
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(why)
@@ -120,7 +127,7 @@ class Session:
 
     def hold_reply(self, socket, message: dict, timeout: float) -> None:
         """Over a WebSocket, the reply to /meta/connect waits (deliveries do not)."""
-        timer = self.server.loop.call_later(timeout, self.release)
+        timer = self.server.loop.call_later(timeout, self.answer_connect)
         self.held_reply = (timer, socket, message)
 
     # Transports --------------------------------------------------------------------
@@ -224,7 +231,7 @@ class BayeuxServer:
         """Whether to answer this /meta/connect at once, and how long to hold it if not.
 
         A connect still held for the session is answered now: this one takes over."""
-        session.release(SUPERSEDED)
+        session.answer_connect(SUPERSEDED)
         timeout = bayeux.connect_timeout(message, settings.BAYEUX_TIMEOUT)
         first = not session.connected
         session.connected = True
@@ -248,7 +255,7 @@ class BayeuxServer:
             transport.handshake_failed()
             raise BayeuxError(403, "handshake_denied", error.code.value, {"reconnect": "none"}) from None
         session = Session(self, principal)
-        self.sessions[session.id] = session
+        self.sessions[session.bayeux_id] = session
         self.hub.add(session)
         transport.use(session, False)
         transport.send_reply(
@@ -257,7 +264,7 @@ class BayeuxServer:
                 bayeux.HANDSHAKE,
                 version=bayeux.VERSION,
                 supportedConnectionTypes=list(bayeux.CONNECTION_TYPES),
-                clientId=session.id,
+                clientId=session.bayeux_id,
                 advice=self.advice(),
             )
         )
@@ -352,10 +359,10 @@ class BayeuxServer:
         if session.ended is not None:
             return
         session.ended = reason
-        self.sessions.pop(session.id, None)
+        self.sessions.pop(session.bayeux_id, None)
         self.hub.remove(session)
         session.queue = []
-        session.release()
+        session.answer_connect()
         if session.socket is not None:
             session.socket.sessions.discard(session)
             session.socket = None
@@ -371,7 +378,7 @@ class BayeuxServer:
                     self.end(session, "expired")
 
 
-def _since(message: dict) -> protocol.Since | None:
+def _since(message: dict) -> Position | None:
     """``ext.realtime.since = {offset, epoch}`` on a subscribe: recover from history."""
     since = bayeux.realtime_ext(message).get("since")
     return None if since is None else protocol.parse_since(since, "ext.realtime.since")

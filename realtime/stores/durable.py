@@ -1,25 +1,84 @@
-"""The database copy of durable channels' history (synchronous; call through sync_to_async).
+"""Durable history: the database copy of durable channels' publications.
 
-Redis (or memory) stays the store publications are numbered and read in; for a channel
-marked ``history_durable`` every publication is also written here, and a stream the
-store has lost (Redis flushed, a process restarted on the in-memory default) is
-restored from here with its epoch and offsets unchanged, so clients still recover.
+:class:`DurableHistory` wraps a history store (memory or Redis), which stays where
+publications are numbered and read. For a channel marked ``history_durable`` every
+publication is also written to the database (:meth:`DurableHistory.persist`), and a
+stream the store has lost (Redis flushed, a process restarted on the in-memory default)
+is restored from the database with its epoch and offsets unchanged, so clients still
+recover. Channels that are not durable pass straight through.
+
+Internal.
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
+from asgiref.sync import sync_to_async
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
+from ..errors import Unavailable
+from ..positions import Position, new_epoch
+from ..registry import ChannelInfo
+from .history import Page, StreamMissing
+
+logger = logging.getLogger("realtime")
+
 PRUNE_EVERY = 100  # offsets between deletions of what the channel no longer keeps
+ATTEMPTS = 3  # restores tried before giving up (another process may be restoring too)
 
 
-def restore(name: str, info) -> tuple[str, int, list[tuple[int, float, str]]]:
+class DurableHistory:
+    """A history store whose durable channels are kept in the database as well."""
+
+    def __init__(self, store) -> None:
+        self.store = store
+
+    async def _with_restore(self, name: str, info: ChannelInfo, call):
+        for _ in range(ATTEMPTS):
+            try:
+                return await call()
+            except StreamMissing:
+                epoch, offset, rows = await sync_to_async(restore)(name, info)
+                await self.store.restore(name, info, epoch, offset, rows)
+        raise Unavailable("the durable history could not be restored")
+
+    async def append(self, name: str, frame: str, info: ChannelInfo, copies=(), middle=b"") -> tuple:
+        """Number and keep a publication: ``(position, stamped frame)`` (see the stores).
+
+        When nothing needs restoring, nothing is awaited but the store's own append: the
+        in-memory broker relies on that to deliver in numbering order.
+        """
+        append = self.store.append
+        return await self._with_restore(name, info, lambda: append(name, frame, info, copies, middle))
+
+    async def read(self, name: str, info: ChannelInfo, since: int, limit: int, epoch: str | None) -> Page:
+        return await self._with_restore(name, info, lambda: self.store.read(name, info, since, limit, epoch))
+
+    async def position(self, name: str, info: ChannelInfo) -> Position:
+        return await self._with_restore(name, info, lambda: self.store.position(name, info))
+
+    async def persist(self, name: str, position: Position, frame: str, info: ChannelInfo) -> None:
+        """Write a durable channel's publication to the database (a thread hop, durable
+        channels only). A failure is logged: the publication was delivered already."""
+        if not info.history_durable:
+            return
+        try:
+            await sync_to_async(store)(name, position.offset, position.epoch, frame, info)
+        except Exception:
+            logger.exception(
+                "realtime: could not keep publication %s of %s in the database", position.offset, name
+            )
+
+
+# The database side (synchronous; called through sync_to_async) --------------------
+
+
+def restore(name: str, info: ChannelInfo) -> tuple[str, int, list[tuple[int, float, str]]]:
     """The stream's epoch, last offset and kept publications, creating the stream if new."""
-    from .history import new_epoch
-    from .models import Stream
+    from ..models import Stream
 
     close_old_connections()
     stream, _ = Stream.objects.get_or_create(name=name, defaults={"epoch": new_epoch()})
@@ -31,9 +90,9 @@ def restore(name: str, info) -> tuple[str, int, list[tuple[int, float, str]]]:
     return stream.epoch, stream.offset, [(offset, at.timestamp(), frame) for offset, at, frame in kept]
 
 
-def store(name: str, offset: int, epoch: str, frame: str, info) -> None:
+def store(name: str, offset: int, epoch: str, frame: str, info: ChannelInfo) -> None:
     """Mirror one publication the store has numbered."""
-    from .models import StoredPublication, Stream
+    from ..models import StoredPublication, Stream
 
     close_old_connections()
     with transaction.atomic():

@@ -1,11 +1,10 @@
-"""Channel history: offsets, epochs, and the publications a channel keeps.
+"""Channel history: the publications a channel keeps, numbered in its stream.
 
-Each channel name with history (``Channel.history_size`` > 0) has a *stream*: its
-publications numbered 1, 2, 3... (the offset) within an *epoch*, a random id that
-changes whenever the stream is lost (Redis flushed, the history expired). A client
-that remembers ``(offset, epoch)`` can later ask for everything after it; if the
-epoch changed or the publications were dropped, it is told the recovery is not
-complete rather than handed a gap.
+Each channel name with history (``Channel.history_size`` > 0) has a stream of
+publications numbered within an epoch (``realtime.positions``). A client that remembers
+a position can later ask for everything after it; if the epoch changed or the
+publications were dropped, it is told the recovery is not complete rather than handed
+a gap.
 
 Two stores share one interface:
 
@@ -17,42 +16,32 @@ Two stores share one interface:
 
 Stored entries are the frames subscribers received, offset and epoch included, so
 replaying history never encodes anything again. Channels marked durable are also
-mirrored to the database (``realtime.durable``) and restored from it when the store
-has lost them.
+mirrored to the database, and restored from it when the store has lost them: that is
+:class:`realtime.stores.durable.DurableHistory`, a wrapper around either store. Here a
+durable channel whose stream is missing raises :class:`StreamMissing` instead of
+starting a new epoch, since the database knows the real one.
+
+Internal.
 """
 
 from __future__ import annotations
 
-import asyncio
-import secrets
 import threading
 import time
-import weakref
 from collections import deque
 from dataclasses import dataclass
 
-from asgiref.sync import sync_to_async
+from .. import protocol
+from ..positions import Position, new_epoch
+from ..registry import ChannelInfo
+from .redis import RedisConnection
 
-from . import durable, protocol
-from .errors import Unavailable
-from .registry import ChannelInfo
-
-EPOCH_BYTES = 8  # 16 hex characters: fixed, so the Lua script can splice it into msgpack
-OFFSET_DIGITS = 20  # offsets travel between processes as 20-digit strings, for the same reason
 META_GRACE = 7 * 24 * 3600  # seconds a stream's epoch and offset outlive its last publication
 KEY_PREFIX = "realtime:history:"
 
 
-def new_epoch() -> str:
-    return secrets.token_hex(EPOCH_BYTES)
-
-
-@dataclass(frozen=True, slots=True)
-class Position:
-    """Where a stream stands: its last offset (0 before the first publication) and epoch."""
-
-    offset: int
-    epoch: str
+class StreamMissing(Exception):
+    """A durable channel's stream is not in the store: restore it from the database first."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,31 +92,32 @@ class MemoryHistory:
         self._streams: dict[str, _MemoryStream] = {}
         self._lock = threading.Lock()
 
-    async def _stream(self, name: str, info: ChannelInfo) -> _MemoryStream:
+    def _stream(self, name: str, info: ChannelInfo) -> _MemoryStream:
         stream = self._streams.get(name)
         now = time.time()
         if stream is not None and info.history_ttl and stream.touched + info.history_ttl + META_GRACE < now:
-            stream = None  # forgotten, as Redis would forget it
+            # Forgotten, as Redis would forget it.
+            with self._lock:
+                self._streams.pop(name, None)
+            stream = None
         if stream is None:
             if info.history_durable:
-                epoch, offset, rows = await sync_to_async(durable.restore)(name, info)
-            else:
-                epoch, offset, rows = new_epoch(), 0, []
+                raise StreamMissing(name)
             with self._lock:
                 stream = self._streams.get(name)
                 if stream is None:
-                    stream = self._streams[name] = _MemoryStream(epoch, offset, info.history_size)
-                    stream.entries.extend(rows)
+                    stream = self._streams[name] = _MemoryStream(new_epoch(), 0, info.history_size)
         if stream.entries.maxlen != info.history_size:
             stream.entries = deque(stream.entries, maxlen=info.history_size)
         return stream
 
-    async def prepare(self, name: str, info: ChannelInfo) -> _MemoryStream:
-        return await self._stream(name, info)
+    async def append(self, name: str, frame: str, info: ChannelInfo, copies=(), middle=b"") -> tuple:
+        """Number and keep a publication: ``(position, stamped frame)``.
 
-    def append(self, stream: _MemoryStream, frame: str) -> tuple[str, Position]:
-        """Number and keep a publication (synchronous: the caller delivers it at once,
-        so offsets and deliveries happen in the same order)."""
+        Nothing here suspends, so a caller that delivers right after the await delivers
+        in numbering order. (``copies`` and ``middle`` are the Redis store's.)
+        """
+        stream = self._stream(name, info)
         now = time.time()
         with self._lock:
             stream.offset += 1
@@ -135,18 +125,25 @@ class MemoryHistory:
             stamped = protocol.stamp(frame, offset, stream.epoch)
             stream.entries.append((offset, now, stamped))
             stream.touched = now
-        return stamped, Position(offset, stream.epoch)
+        return Position(offset, stream.epoch), stamped
 
     async def read(self, name: str, info: ChannelInfo, since: int, limit: int, epoch: str | None) -> Page:
-        stream = await self._stream(name, info)
+        stream = self._stream(name, info)
         with self._lock:
             entries = [entry for entry in stream.entries if entry[0] > since][:limit]
             position = Position(stream.offset, stream.epoch)
         return _page(entries, position, since, epoch, info)
 
     async def position(self, name: str, info: ChannelInfo) -> Position:
-        stream = await self._stream(name, info)
+        stream = self._stream(name, info)
         return Position(stream.offset, stream.epoch)
+
+    async def restore(self, name: str, info: ChannelInfo, epoch: str, offset: int, rows: list) -> None:
+        """Recreate a lost stream as the database kept it (unless it is back already)."""
+        with self._lock:
+            if name not in self._streams:
+                stream = self._streams[name] = _MemoryStream(epoch, offset, info.history_size)
+                stream.entries.extend(rows)
 
 
 def _page(entries, position: Position, since: int, epoch: str | None, info: ChannelInfo) -> Page:
@@ -212,13 +209,6 @@ end
 return {offset, epoch, frame}
 """
 
-# ARGV: pairs of (pubsub channel, message). Every copy of a publication that keeps no
-# history, in one round trip (realtime.broker).
-PUBLISH = """
-for i = 1, #ARGV, 2 do redis.call('PUBLISH', ARGV[i], ARGV[i + 1]) end
-return 0
-"""
-
 # KEYS: meta, log. ARGV: 1 since, 2 limit, 3 new epoch, 4 durable, 5 ttl, 6 meta grace.
 # Returns {epoch, offset, entries...}, or {-1} to restore first.
 READ = """
@@ -265,86 +255,35 @@ def _split_entry(member: str) -> tuple[float, str]:
 class RedisHistory:
     """Streams in Redis, shared by every server process."""
 
-    def __init__(self, host: dict) -> None:
-        self.host = host
-        self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+    def __init__(self, redis: RedisConnection) -> None:
+        self.redis = redis
 
-    def client(self):
-        """A client for the running event loop (redis-py's asyncio clients are loop-bound)."""
-        from channels_redis.utils import create_pool
-        from redis import asyncio as aioredis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-        from redis.exceptions import ConnectionError as RedisConnectionError
+    async def _call(self, script: str, name: str, args: list):
+        result = await self.redis.run(script, keys_for(name), args, "history")
+        if result[0] == -1:
+            raise StreamMissing(name)
+        return result
 
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            host = {
-                "socket_connect_timeout": 5,
-                "socket_timeout": 5,
-                **self.host,
-                "decode_responses": True,
-                # After Redis restarts, pooled connections are dead and the first command
-                # on each fails: try once more on a fresh one. Only on connection errors,
-                # which mean the script never ran (a timeout might mean it did).
-                "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-                "retry_on_error": [RedisConnectionError],
-            }
-            client = aioredis.Redis(connection_pool=create_pool(host))
-            client.scripts = {
-                "append": client.register_script(APPEND),
-                "publish": client.register_script(PUBLISH),
-                "read": client.register_script(READ),
-                "restore": client.register_script(RESTORE),
-            }
-            self._clients[loop] = client
-        return client
-
-    async def _call(self, script: str, keys: list[str], args: list):
-        try:
-            return await self.client().scripts[script](keys=keys, args=args)
-        except (TimeoutError, OSError, ConnectionError) as error:
-            raise Unavailable(f"history is unreachable: {error}") from error
-        except Exception as error:
-            if type(error).__module__.startswith("redis") and "Connection" in type(error).__name__:
-                raise Unavailable(f"history is unreachable: {error}") from error
-            raise
-
-    async def append(self, name: str, frame: str, info: ChannelInfo, copies=(), middle=b"") -> Position:
-        """Number, keep and (for each ``(pubsub channel, msgpack head)`` copy) PUBLISH."""
+    async def append(self, name: str, frame: str, info: ChannelInfo, copies=(), middle=b"") -> tuple:
+        """Number and keep a publication, and PUBLISH each ``(pubsub channel, msgpack
+        head)`` copy in the same atomic step: ``(position, stamped frame)``."""
         args = [frame, info.history_size, info.history_ttl, new_epoch(), "1" if info.history_durable else "0"]
         args += [META_GRACE, middle, len(copies)]
         for channel, head in copies:
             args += [channel, head]
-        for _ in range(3):
-            result = await self._call("append", keys_for(name), args)
-            if result[0] != -1:
-                return Position(int(result[0]), result[1]), result[2]
-            await self._restore(name, info)
-        raise Unavailable("the durable history could not be restored")
+        result = await self._call(APPEND, name, args)
+        return Position(int(result[0]), result[1]), result[2]
 
-    async def publish(self, copies) -> None:
-        """PUBLISH each ``(pubsub channel, message)``, in one round trip."""
-        await self._call("publish", [], [part for copy in copies for part in copy])
-
-    async def _restore(self, name: str, info: ChannelInfo) -> None:
-        epoch, offset, rows = await sync_to_async(durable.restore)(name, info)
+    async def restore(self, name: str, info: ChannelInfo, epoch: str, offset: int, rows: list) -> None:
         args = [epoch, offset, info.history_ttl, META_GRACE]
         for row_offset, stamp, frame in rows:
             args += [row_offset, f"{stamp:.6f}:{frame}"]
-        await self._call("restore", keys_for(name), args)
+        await self.redis.run(RESTORE, keys_for(name), args, "history")
 
     async def read(self, name: str, info: ChannelInfo, since: int, limit: int, epoch: str | None) -> Page:
         args = [max(since, 0), limit, new_epoch(), "1" if info.history_durable else "0"]
         args += [info.history_ttl, META_GRACE]
-        for _ in range(3):
-            result = await self._call("read", keys_for(name), args)
-            if result[0] != -1:
-                break
-            await self._restore(name, info)
-        else:
-            raise Unavailable("the durable history could not be restored")
+        result = await self._call(READ, name, args)
         position = Position(int(result[1]), result[0])
         entries = []
         for member in result[2:]:

@@ -9,15 +9,16 @@ joined or left, for the channel's join and leave events.
 
 Two stores share one interface: :class:`MemoryPresence` for the embedded default
 (one process: nothing can vanish without a goodbye) and :class:`RedisPresence`.
+
+Internal.
 """
 
 from __future__ import annotations
 
 import json
 import time
-import weakref
 
-from .errors import Unavailable
+from .redis import RedisConnection
 
 KEY_PREFIX = "realtime:presence:"
 SWEEP_BATCH = 100
@@ -164,42 +165,28 @@ def _decode(entry: str) -> dict:
 
 
 class RedisPresence:
-    def __init__(self, client_factory) -> None:
-        # The history store's per-loop Redis clients are reused (one pool per loop).
-        self._client = client_factory
-        self._scripts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+    def __init__(self, redis: RedisConnection) -> None:
+        self.redis = redis
 
-    async def _run(self, name: str, channel: str, args: list):
-        client = self._client()
-        scripts = self._scripts.get(client)
-        if scripts is None:
-            scripts = self._scripts[client] = {
-                "add": client.register_script(ADD),
-                "remove": client.register_script(REMOVE),
-                "members": client.register_script(MEMBERS),
-                "refresh": client.register_script(REFRESH),
-            }
-        try:
-            first, left = await scripts[name](keys=_keys(channel), args=[time.time(), *args])
-        except (TimeoutError, OSError, ConnectionError) as error:
-            raise Unavailable(f"presence is unreachable: {error}") from error
+    async def _run(self, script: str, channel: str, args: list):
+        first, left = await self.redis.run(script, _keys(channel), [time.time(), *args], "presence")
         return first, [_decode(entry) for entry in left]
 
     async def add(self, channel: str, client: str, user: dict | None, ttl: float) -> tuple[bool, list]:
         entry = json.dumps({"c": client, "u": user, "m": member_key(client, user)}, separators=(",", ":"))
         args = [client, entry, member_key(client, user), time.time() + ttl, int(ttl * 3) + 1]
-        joined, left = await self._run("add", channel, args)
+        joined, left = await self._run(ADD, channel, args)
         return bool(joined), left
 
     async def remove(self, channel: str, client: str) -> tuple[dict | None, list]:
-        gone, left = await self._run("remove", channel, [client])
+        gone, left = await self._run(REMOVE, channel, [client])
         return (_decode(gone) if gone else None), left
 
     async def members(self, channel: str) -> tuple[list[dict], list]:
-        entries, left = await self._run("members", channel, [])
+        entries, left = await self._run(MEMBERS, channel, [])
         decoded = [_decode(entry) for entry in entries]
         return _group((member["client"], member["user"]) for member in decoded), left
 
     async def refresh(self, channel: str, clients: list[str], ttl: float) -> list:
-        _, left = await self._run("refresh", channel, [time.time() + ttl, int(ttl * 3) + 1, *clients])
+        _, left = await self._run(REFRESH, channel, [time.time() + ttl, int(ttl * 3) + 1, *clients])
         return left
