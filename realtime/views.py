@@ -9,6 +9,7 @@ with an HTTP status that matches (see docs/protocol.md).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from urllib.parse import urlencode
@@ -23,6 +24,7 @@ from .broker import get_broker
 from .conf import settings
 from .errors import (
     AccessDenied,
+    ErrorCode,
     HistoryDisabled,
     InvalidCredentials,
     InvalidData,
@@ -34,14 +36,32 @@ from .names import validate_channel_name
 logger = logging.getLogger("realtime")
 
 
-def _error(error: RealtimeError) -> JsonResponse:
-    body = {"err": error.code.value}
-    if error.detail and error.detail != error.code.value:
-        body["detail"] = error.detail
-    response = JsonResponse(body, status=error.http_status)
-    if isinstance(error, InvalidCredentials):
+def error_response(code: ErrorCode, status: int, detail: str = "") -> HttpResponse:
+    """An error in the socket's format (``protocol.error_frame``) with its HTTP status."""
+    response = HttpResponse(
+        protocol.error_frame(code, None, detail), status=status, content_type="application/json"
+    )
+    if code == ErrorCode.INVALID_CREDENTIALS:
         response["WWW-Authenticate"] = 'Bearer realm="realtime"'
     return response
+
+
+def error_boundary(view):
+    """Turn what an async view raises into an error response, in one place, as the
+    WebSocket consumer does for frames: a ``RealtimeError`` becomes its code and
+    status; anything else is logged and answered ``internal_error`` (500)."""
+
+    @functools.wraps(view)
+    async def wrapper(request, *args, **kwargs):
+        try:
+            return await view(request, *args, **kwargs)
+        except RealtimeError as error:
+            return error_response(error.code, error.http_status, error.detail)
+        except Exception:
+            logger.exception("realtime: unexpected error in %s", view.__name__)
+            return error_response(ErrorCode.INTERNAL_ERROR, 500)
+
+    return wrapper
 
 
 def _bearer(request) -> str:
@@ -79,18 +99,13 @@ async def _publish(request) -> JsonResponse:
 
 
 @csrf_exempt
-async def publish_view(request) -> JsonResponse:
+@error_boundary
+async def publish_view(request) -> HttpResponse:
     if request.method != "POST":
-        response = JsonResponse({"err": "invalid_data", "detail": "use POST"}, status=405)
+        response = error_response(ErrorCode.INVALID_DATA, 405, "use POST")
         response["Allow"] = "POST"
         return response
-    try:
-        return await _publish(request)
-    except RealtimeError as error:
-        return _error(error)
-    except Exception:
-        logger.exception("realtime: unexpected error in the publish endpoint")
-        return JsonResponse({"err": "internal_error"}, status=500)
+    return await _publish(request)
 
 
 async def _reader(request):
@@ -161,15 +176,10 @@ async def _log(request, channel: str) -> HttpResponse:
 
 
 @require_GET
+@error_boundary
 async def log_view(request, channel: str) -> HttpResponse:
     """A channel's stored publications: ``?since=N&limit=L[&epoch=E]``."""
-    try:
-        return await _log(request, channel)
-    except RealtimeError as error:
-        return _error(error)
-    except Exception:
-        logger.exception("realtime: unexpected error in the log endpoint")
-        return JsonResponse({"err": "internal_error"}, status=500)
+    return await _log(request, channel)
 
 
 @require_GET
@@ -180,7 +190,7 @@ def token_view(request) -> JsonResponse:
     """
     issued = tokens.token_for_request(request)
     if issued is None:
-        response = JsonResponse({"err": "access_denied"}, status=403)
+        response = error_response(ErrorCode.ACCESS_DENIED, 403)
     else:
         token, expires = issued
         response = JsonResponse({"token": token, "expires": expires})
