@@ -29,6 +29,39 @@ BAYEUX = {
 }
 
 
+# Fixtures that start a process (Redis, a server, Node, Chromium) or install npm packages.
+# A test that uses one must be marked live, so that `pytest -m "not live"` stays fast and
+# needs nothing but Python: see pytest_collection_modifyitems.
+LIVE_FIXTURES = frozenset(
+    {
+        "redis_server",
+        "servers",
+        "server",
+        "strict_server",
+        "fuzz_server",
+        "memory_server",
+        "uvicorn_server",
+        "slow_reader_server",
+        "node_clients",  # tests/bayeux/conftest.py
+        "browser",  # tests/browser/conftest.py
+    }
+)
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects anything
+def pytest_collection_modifyitems(config, items):
+    unmarked = [
+        item.nodeid
+        for item in items
+        if LIVE_FIXTURES & set(getattr(item, "fixturenames", ())) and item.get_closest_marker("live") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError(
+            "These tests start real services but are not marked live (add "
+            "`pytestmark = [pytest.mark.live]`):\n  " + "\n  ".join(unmarked)
+        )
+
+
 @pytest.fixture(scope="session")
 def django_db_modify_db_settings(tmp_path_factory):
     """Keep the test database in a file, so real server processes can share it."""
