@@ -7,6 +7,7 @@ What needs real sockets, several processes or Redis is in the test_live_* files.
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth.models import AnonymousUser, User
 from django.utils import timezone
 
 import realtime
@@ -173,20 +174,55 @@ async def test_second_auth_is_already_authenticated_until_a_logout(communicator,
     assert (await client.auth(secret))["ok"] is True
 
 
-async def test_a_signed_token_authenticates_for_the_channels_it_names(communicator, amake_channel, uid):
-    granted, other = await amake_channel(f"granted-{uid}"), await amake_channel(f"other-{uid}")
-    token, _ = tokens.issue_token(None, "read-only", [granted.name])
+# Signed browser tokens -------------------------------------------------------------------
+
+
+@pytest.fixture
+def alice(transactional_db, uid):
+    return User.objects.create_user(f"alice-{uid}")
+
+
+async def test_token_scope_is_by_channel_name(communicator, amake_channel, alice, uid):
+    room, other = (
+        await amake_channel(f"rooms-{uid}", include_subchannels=True),
+        await amake_channel(f"other-{uid}"),
+    )
     client = await communicator()
-    assert (await client.auth(token=token))["ok"] is True
-    assert (await client.subscribe(granted.name))["ok"] is True
+    assert (await client.auth(token=tokens.issue_token(alice, "read-write", [room.name])[0]))["ok"] is True
+    assert (await client.subscribe(f"{room.name}/42"))["ok"] is True
     assert (await client.subscribe(other.name))["err"] == "access_denied"
-    assert (await client.publish(granted.name, "e", 1))["err"] == "access_denied"
 
 
-async def test_a_tampered_token_is_invalid_credentials(communicator):
-    token, _ = tokens.issue_token(None, "read-only", ["*"])
+async def test_a_read_only_token_cannot_publish(communicator, news, alice):
     client = await communicator()
-    assert (await client.auth(token=token[:-4] + "abcd"))["err"] == "invalid_credentials"
+    await client.auth(token=tokens.issue_token(alice, "read-only", [news.name])[0])
+    assert (await client.publish(news.name, "e", 1))["err"] == "access_denied"
+
+
+async def test_expired_or_tampered_token_is_invalid_credentials(communicator, alice):
+    client = await communicator()
+    expired, _ = tokens.issue_token(alice, ttl=-1)
+    assert (await client.auth(token=expired))["err"] == "invalid_credentials"
+    assert (await client.auth(token=expired[:-3] + "abc"))["err"] == "invalid_credentials"
+
+
+async def test_a_token_users_publications_name_them_and_anonymous_ones_name_nobody(communicator, news, alice):
+    reader, user, anonymous = await communicator(), await communicator(), await communicator()
+    await reader.auth(token=tokens.issue_token(alice, "read-only", [news.name])[0])
+    await reader.subscribe(news.name)
+    await user.auth(token=tokens.issue_token(alice, "read-write", [news.name])[0])
+    await anonymous.auth(token=tokens.issue_token(AnonymousUser(), "read-write", [news.name])[0])
+
+    await user.publish(news.name, "e", {"user": {"id": 0, "name": "forged"}})
+    await anonymous.publish(news.name, "e", 2)
+
+    assert (await reader.next_message())["message"] == {
+        "channel": news.name,
+        "event": "e",
+        "data": {"user": {"id": 0, "name": "forged"}},
+        "user": {"id": alice.pk, "name": alice.username},
+    }
+    assert await reader.next_message() == {"message": {"channel": news.name, "event": "e", "data": 2}}
 
 
 # Access ---------------------------------------------------------------------------------
