@@ -227,7 +227,9 @@ class RealtimeCommunicator:
         await self.communicator.send_input({"type": "websocket.receive", key: frame})
 
     async def send(self, frame: dict) -> None:
-        await self.send_raw(json.dumps(frame))
+        """Send ``frame`` as JSON the way a browser's ``JSON.stringify`` writes it (compact,
+        UTF-8 kept as it is), so that sizes are measured as a browser's frames would be."""
+        await self.send_raw(json.dumps(frame, ensure_ascii=False, separators=(",", ":")))
 
     async def recv(self, timeout: float | None = None) -> dict:
         """The next frame from the server, whatever it is.
