@@ -1,8 +1,11 @@
 import pytest
 import pytest_asyncio
 from asgiref.sync import sync_to_async
+from django.core.signals import setting_changed
 from django.db import connection
+from django.dispatch import receiver
 
+from realtime import broker
 from realtime.models import AccessKey, Channel
 from realtime.testing import RealtimeClient, RealtimeCommunicator
 from tests.services import AsgiServer, RedisServer
@@ -166,6 +169,15 @@ def connect():
     yield open_client
     for client in clients:
         client.close()
+
+
+@receiver(setting_changed, dispatch_uid="tests.forget_brokers")
+def forget_brokers(setting, **kwargs):
+    """Channels makes new layer objects when CHANNEL_LAYERS changes, and realtime.broker
+    keeps one broker per id(layer): once an old layer is freed, a new one may get its id,
+    and so its broker (a LocalBroker for a Redis layer, say). Forget them all."""
+    if setting == "CHANNEL_LAYERS":
+        broker._brokers.clear()
 
 
 @pytest.fixture
