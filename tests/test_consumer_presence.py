@@ -35,7 +35,7 @@ async def members(client, channel):
     return reply["presence"]["members"]
 
 
-async def notices(client, kind, count, timeout=1.0):
+async def notices(client, kind, count, timeout=None):
     seen = []
     while len(seen) < count:
         frame = await client.next_message(timeout=timeout)
