@@ -1,8 +1,10 @@
 import pytest
+import pytest_asyncio
+from asgiref.sync import sync_to_async
 from django.db import connection
 
 from realtime.models import AccessKey, Channel
-from realtime.testing import RealtimeClient
+from realtime.testing import RealtimeClient, RealtimeCommunicator
 from tests.services import AsgiServer, RedisServer
 
 # Limits small enough to reach quickly in tests.
@@ -25,6 +27,39 @@ BAYEUX = {
         "/service/whoami": "demo_site.bayeux_services.whoami",
     },
 }
+
+
+# Fixtures that start a process (Redis, a server, Node, Chromium) or install npm packages.
+# A test that uses one must be marked live, so that `pytest -m "not live"` stays fast and
+# needs nothing but Python: see pytest_collection_modifyitems.
+LIVE_FIXTURES = frozenset(
+    {
+        "redis_server",
+        "servers",
+        "server",
+        "strict_server",
+        "fuzz_server",
+        "memory_server",
+        "uvicorn_server",
+        "slow_reader_server",
+        "node_clients",  # tests/bayeux/conftest.py
+        "browser",  # tests/browser/conftest.py
+    }
+)
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects anything
+def pytest_collection_modifyitems(config, items):
+    unmarked = [
+        item.nodeid
+        for item in items
+        if LIVE_FIXTURES & set(getattr(item, "fixturenames", ())) and item.get_closest_marker("live") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError(
+            "These tests start real services but are not marked live (add "
+            "`pytestmark = [pytest.mark.live]`):\n  " + "\n  ".join(unmarked)
+        )
 
 
 @pytest.fixture(scope="session")
@@ -134,6 +169,29 @@ def connect():
 
 
 @pytest.fixture
+def in_memory_layer(settings):
+    """Channels' in-memory layer, whatever REDIS_URL says: realtime then uses its LocalBroker."""
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+
+@pytest_asyncio.fixture
+async def communicator(in_memory_layer, transactional_db):
+    """Open RealtimeCommunicators to the consumer in this test's process and event loop
+    (no server, no Redis); all are closed when the test ends."""
+    opened = []
+
+    async def open_client(**kwargs):
+        client = RealtimeCommunicator(**kwargs)
+        opened.append(client)
+        await client.connect()
+        return client
+
+    yield open_client
+    for client in opened:
+        await client.close()
+
+
+@pytest.fixture
 def make_channel(transactional_db):
     def make(name, **fields):
         return Channel.objects.create(name=name, **fields)
@@ -155,6 +213,19 @@ def make_key(transactional_db):
 
     make.count = 0
     return make
+
+
+# For async tests: the ORM is synchronous. Not thread-sensitive, because a thread-sensitive
+# call marks its context with asgiref's deadlock guard, the on_commit announcement of the new
+# row carries that context into the hub, and the hub's revalidation then fails (logged).
+@pytest.fixture
+def amake_channel(make_channel):
+    return sync_to_async(make_channel, thread_sensitive=False)
+
+
+@pytest.fixture
+def amake_key(make_key):
+    return sync_to_async(make_key, thread_sensitive=False)
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from realtime import keys
 from realtime.auth import LAST_USED_RESOLUTION, authenticate_secret
 from realtime.models import AccessKey
 
@@ -10,6 +11,15 @@ from realtime.models import AccessKey
 @pytest.fixture
 def key_and_secret(db):
     return AccessKey.objects.create_key(name="service", access="read-write", all_channels=True)
+
+
+def test_create_key_returns_a_secret_that_authenticates_and_keeps_only_its_hash(key_and_secret):
+    key, secret = key_and_secret
+    row = AccessKey.objects.values().get(pk=key.pk)
+    assert secret.startswith(keys.SECRET_PREFIX) and secret.startswith(row["secret_prefix"])
+    assert row["secret_hash"] == keys.hash_secret(secret)
+    assert secret not in str(row)
+    assert authenticate_secret(secret).key_id == key.pk
 
 
 def last_used(key):

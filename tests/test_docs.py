@@ -56,3 +56,16 @@ BAYEUX = (ROOT / "docs" / "bayeux.md").read_text()
 @pytest.mark.parametrize("text", ERRORS)
 def test_every_bayeux_error_is_in_the_bayeux_docs(text):
     assert re.search(rf"`\d{{3}}:[^`]*:{text}`", BAYEUX)
+
+
+TESTING = (ROOT / "docs" / "testing.md").read_text()
+
+
+def test_the_example_in_the_testing_docs_is_the_test_file_that_runs():
+    example = TESTING.split("## An example", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    assert example == (ROOT / "tests" / "test_docs_example.py").read_text()
+
+
+def test_the_readme_links_every_page_in_docs():
+    for page in (ROOT / "docs").glob("*.md"):
+        assert f"(docs/{page.name})" in (ROOT / "README.md").read_text(), page.name

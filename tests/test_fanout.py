@@ -52,11 +52,6 @@ class Counting:
         return self.function(*args, **kwargs)
 
 
-@pytest.fixture
-def in_memory_layer(settings):
-    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-
-
 @pytest.mark.asyncio
 @pytest.mark.usefixtures("in_memory_layer")
 @pytest.mark.parametrize("history_size", [0, 10], ids=["plain", "history"])

@@ -1,7 +1,8 @@
 """History with offsets, recovery after a reconnect, and the HTTP event log.
 
-Every test runs against real server processes sharing a real Redis (``servers``) or
-the embedded in-memory default (``memory_server``).
+Every test runs against real server processes sharing a real Redis (``servers``): the
+Redis store, across processes and restarts. The in-memory store, and the error replies,
+are tested in process (test_consumer_history.py).
 """
 
 import json
@@ -164,23 +165,6 @@ def test_history_pages_with_since_and_limit(servers, connect, make_key, history_
     assert [p["offset"] for p in page["publications"]] == [7] and page["next"] is None
 
 
-def test_history_is_refused_where_the_channel_keeps_none_or_the_key_may_not_read(
-    servers, connect, make_key, make_channel, uid, history_channel
-):
-    plain = make_channel(f"plain-{uid}").name
-    client = connect(servers[0])
-    client.auth(make_key(access="read-only", channels=[make_channel(f"other-{uid}")]))
-    assert client.history(history_channel.name)["err"] == "access_denied"
-    other = connect(servers[0])
-    other.auth(make_key())
-    assert other.history(plain)["err"] == "history_disabled"
-    assert other.history(history_channel.name, epoch="x" * 65)["err"] == "invalid_data"
-    assert other.request("history", {"channel": history_channel.name, "limit": 0})["err"] == "invalid_data"
-    assert other.request("subscribe", {"channel": "x/*", "since": {"offset": 1, "epoch": "e"}})["err"] == (
-        "invalid_data"
-    )
-
-
 def test_history_survives_server_restarts_and_a_flush_changes_the_epoch(
     request, service_dir, redis_server, test_database, connect, make_key, make_channel, uid
 ):
@@ -218,32 +202,13 @@ def test_history_survives_server_restarts_and_a_flush_changes_the_epoch(
     assert client.publish(durable, "n", "next")["offset"] == 2
 
 
-def test_the_embedded_default_keeps_history_and_recovers_too(
-    memory_server, connect, make_key, make_channel, uid
-):
-    name = make_channel(f"mem-{uid}", history_size=10).name
-    key = make_key()
-    client = connect(memory_server)
-    client.auth(key)
-    first = client.publish(name, "n", 1)
-    client.publish(name, "n", 2)
-    again = connect(memory_server)
-    again.auth(key)
-
-    reply = again.subscribe(name, since={"offset": first["offset"], "epoch": first["epoch"]})
-
-    assert reply["recovered"] is True
-    assert data_of(again, 1) == [(2, 2)]
-
-
 # History lifetime ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("store", ["redis", "durable", "memory"])
+@pytest.mark.parametrize("store", ["redis", "durable"])
 def test_publications_older_than_the_history_lifetime_are_gone_and_not_recovered(
-    request, connect, make_key, make_channel, uid, store
+    server, connect, make_key, make_channel, uid, store
 ):
-    server = request.getfixturevalue("memory_server" if store == "memory" else "server")
     fields = {"history_size": 10, "history_ttl": 2, "history_durable": store == "durable"}
     name = make_channel(f"ttl-{uid}", **fields).name
     key = make_key()

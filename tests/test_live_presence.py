@@ -104,25 +104,3 @@ def test_members_of_a_killed_process_expire_and_leave(
     (leave,) = notices(watcher, "leave", 1, timeout=10)
     assert leave["client"] == ghost_id
     assert ghost_id not in [c for m in members(watcher, room.name) for c in m["clients"]]
-
-
-def test_presence_is_refused_without_the_option_or_access(servers, connect, make_key, make_channel, uid):
-    plain = make_channel(f"plain-{uid}").name
-    client = connect(servers[0])
-    client.auth(make_key(access="read-only", channels=[make_channel(f"other-{uid}")]))
-    assert client.presence(plain)["err"] == "access_denied"
-    other = connect(servers[0])
-    other.auth(make_key())
-    assert other.presence(plain)["err"] == "presence_disabled"
-
-
-def test_the_embedded_default_has_presence_too(memory_server, connect, make_key, room):
-    one, two = connect(memory_server), connect(memory_server)
-    for client in (one, two):
-        client.auth(make_key(access="read-only"))
-    one.subscribe(room.name)
-    client_two = two.subscribe(room.name)["client"]
-    assert notices(one, "join", 2)[-1]["client"] == client_two
-    two.close()
-    assert notices(one, "leave", 1)[0]["client"] == client_two
-    assert len(members(one, room.name)) == 1
