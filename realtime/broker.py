@@ -20,6 +20,7 @@ with its layer (``realtime.stores``).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import secrets
 import threading
@@ -110,6 +111,13 @@ def _topics(name: str) -> tuple[tuple[str, str], ...]:
     return ((name, "exact"), ("tree:" + name.split("/", 1)[0], "tree"), ("*", "all"))
 
 
+def _call_on(hub: Receiver, callback, *args) -> None:
+    """Run ``callback`` on the hub's loop, in a context of its own: the caller's (a sync
+    thread inside ``sync_to_async``, say) carries asgiref's deadlock guard, which would
+    make the hub's own database calls refuse to run."""
+    hub.loop.call_soon_threadsafe(callback, *args, context=contextvars.Context())
+
+
 class LocalBroker:
     """Delivers within this process, to every hub it was started with (one per event
     loop, usually one)."""
@@ -145,7 +153,7 @@ class LocalBroker:
             if hub.loop is here:
                 hub.deliver(name, frame, None, info, offset)
             else:
-                hub.loop.call_soon_threadsafe(hub.deliver, name, frame, None, info, offset)
+                _call_on(hub, hub.deliver, name, frame, None, info, offset)
         if position is not None:
             await self.history.persist(name, position, frame, info)
         return position
@@ -153,11 +161,11 @@ class LocalBroker:
     async def notice(self, name: str, frame: str) -> None:
         """A frame for the channel's exact subscribers that is no publication (join, leave)."""
         for hub in self._live():
-            hub.loop.call_soon_threadsafe(hub.deliver, name, frame, "exact")
+            _call_on(hub, hub.deliver, name, frame, "exact")
 
     def announce_change(self) -> None:
         for hub in self._live():
-            hub.loop.call_soon_threadsafe(hub.changed)
+            _call_on(hub, hub.changed)
 
 
 @dataclass(eq=False)
