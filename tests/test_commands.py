@@ -292,9 +292,8 @@ def test_channel_activation_of_an_unknown_channel_fails(subcommand):
 
 @pytest.fixture
 def multi_process(monkeypatch):
-    monkeypatch.setattr(
-        "realtime.management.commands.realtime_publish.get_broker", lambda: LayerBroker(layer=None)
-    )
+    for module in ("realtime.management.commands.realtime_publish", "realtime.publishing"):
+        monkeypatch.setattr(f"{module}.get_broker", lambda: LayerBroker(layer=None))
 
 
 @pytest.fixture
