@@ -71,14 +71,17 @@ def make_venv(path: Path) -> Path:
 
 def install(requirement: str, python: Path) -> None:
     """Install ``requirement`` into ``python``'s environment, with requirements.txt's pins
-    as constraints, from the wheelhouse (filled from the index when something is missing)."""
+    as constraints, from the wheelhouse (filled from the index when something is missing).
+
+    ``--no-compile``: byte-compiling Django, Twisted and the rest up front takes most of an
+    install's time; the project's processes compile what they import instead."""
     WHEELHOUSE.mkdir(exist_ok=True)
     offline = ["--no-index", "--find-links", WHEELHOUSE, "-c", REQUIREMENTS, "--only-binary", ":all:"]
     try:
-        pip("install", "--quiet", *offline, requirement, python=python)
+        pip("install", "--quiet", "--no-compile", *offline, requirement, python=python)
     except AssertionError:
         run(
             sys.executable, "-m", "pip", "download", "--quiet", "--dest", WHEELHOUSE,
             "-c", REQUIREMENTS, "--only-binary", ":all:", requirement,
         )  # fmt: skip
-        pip("install", "--quiet", *offline, requirement, python=python)
+        pip("install", "--quiet", "--no-compile", *offline, requirement, python=python)
