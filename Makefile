@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cksum < requirements.txt | cut -d' ' -f1)
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint format clean bench
+.PHONY: install run test lint format clean bench dist
 
 $(STAMP): requirements.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ test: install lint
 bench: install
 	$(BIN)/python bench/run.py
 
+## The sdist and the wheel of django-realtime-channels, into dist/ (built with the pinned setuptools).
+dist: install
+	rm -rf dist
+	$(BIN)/python -m build --no-isolation --outdir dist .
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -41,4 +46,4 @@ format: install
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis .coverage htmlcov test-artifacts
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis .coverage htmlcov test-artifacts dist build *.egg-info

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/fanout.py --server uvicorn --subscribers 1000 --messages 50
 
-Starts one ASGI server process (daphne or uvicorn; in-memory layer, SQLite) on a free
+Starts one ASGI server process (daphne, uvicorn, hypercorn or granian; in-memory layer, SQLite) on a free
 loopback port, then runs the load generator in this process (asyncio `websockets`
 clients, a separate process from the server). Reports deliveries per second from the
 first publish to the last delivery, publish-to-delivery latency p50/p99, and
@@ -107,7 +107,7 @@ async def run_load(url: str, secret: str, subscribers: int, messages: int) -> di
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--server", choices=["daphne", "uvicorn"], default="uvicorn")
+    parser.add_argument("--server", choices=["daphne", "uvicorn", "hypercorn", "granian"], default="uvicorn")
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--messages", type=int, default=50)
     args = parser.parse_args()

@@ -1,11 +1,19 @@
 from __future__ import annotations
 
-import logging
-
 from django.apps import AppConfig
 from django.core import checks
+from django.core.handlers.asgi import ASGIHandler
+from django.core.signals import request_started
 
-logger = logging.getLogger("realtime")
+
+def _served_over_asgi(sender, **kwargs) -> None:
+    """The first request through an ASGI server: this process serves (and says how
+    publications travel). Disconnected at once, so later requests pay nothing."""
+    if isinstance(sender, type) and issubclass(sender, ASGIHandler):
+        from . import runtime
+
+        runtime.mark_serving()
+        request_started.disconnect(dispatch_uid="realtime.served_over_asgi")
 
 
 class RealtimeConfig(AppConfig):
@@ -15,8 +23,13 @@ class RealtimeConfig(AppConfig):
 
     def ready(self) -> None:
         # signals connects the model receivers, changes the settings receiver.
-        from . import broker, changes, signals  # noqa: F401
-        from .checks import check_settings
+        from . import changes, signals  # noqa: F401
+        from .checks import check_serving, check_settings, check_static, check_urls
 
         checks.register(check_settings)
-        logger.info(broker.describe())
+        checks.register(check_serving)
+        checks.register(check_static)
+        checks.register(check_urls, checks.Tags.urls)
+        # Nothing is logged here: every manage.py command runs ready(), and the notice
+        # about the layer matters only where publications are made or served.
+        request_started.connect(_served_over_asgi, dispatch_uid="realtime.served_over_asgi")

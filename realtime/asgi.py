@@ -40,15 +40,23 @@ class Consumer:
 
     closing = False
     outbox: Outbox | None = None
+    _task: asyncio.Task | None = None
+    _receiving = False
+    _close_sent = False
+    _receive_cancelled = False
+    _closing: asyncio.Task | None = None
     invalid_frames = 0
     auth_failures = 0
 
     async def __call__(self, scope: dict, receive, send) -> None:
         self.scope = scope
         self.base_send = send
+        self._task = asyncio.current_task()
         try:
             while True:
+                self._receiving = True
                 message = await receive()
+                self._receiving = False
                 kind = message["type"]
                 if kind == "websocket.receive":
                     await self.websocket_receive(message)
@@ -56,8 +64,19 @@ class Consumer:
                     await self.websocket_connect(message)
                 elif kind == "websocket.disconnect":
                     await self.websocket_disconnect(message)
+                if self._close_sent:
+                    break
         except StopConsumer:
-            pass
+            return
+        except asyncio.CancelledError:
+            # Cancelled by _end_after_close alone: the connection is over, return quietly.
+            if not self._receive_cancelled or self._task.uncancel():
+                raise
+        # We closed. Return once the server has the close: one that resolves it only when
+        # no receive() is pending (granian) drops its code if the application returns first.
+        await self.outbox.flush()
+        if self._closing is not None:
+            await asyncio.wait([self._closing])
 
     @classmethod
     def as_asgi(cls, **initkwargs):
@@ -144,16 +163,31 @@ class Consumer:
         await self.outbox.flush()
         self.outbox.push_message({"type": "websocket.close", "code": int(code)})
         self.outbox.closed = True
+        self._end_after_close()
+
+    def _end_after_close(self) -> None:
+        """The close is with the server: end the receive loop, so the application returns.
+
+        Some servers (granian) complete a close only once no ``receive()`` is pending, so a
+        client that sends nothing more would otherwise never see it. A loop that is in a
+        handler returns when the handler does; one that waits in ``receive()`` is cancelled.
+        """
+        self._close_sent = True
+        if self._receiving and self._task is not None and self._task is not asyncio.current_task():
+            self._receive_cancelled = True
+            self._task.cancel()
 
     def too_slow(self) -> None:
         """The outbox overflowed: frames were lost, so close at once (4004)."""
         logger.info("realtime: closing a %s that reads too slowly", type(self).__name__)
         self.closing = True
         self.let_go("too_slow")
-        asyncio.get_running_loop().create_task(self._send_close(CloseCode.TOO_SLOW))
+        self._closing = asyncio.get_running_loop().create_task(self._send_close(CloseCode.TOO_SLOW))
 
     async def _send_close(self, code: int) -> None:
         try:
-            await self.base_send({"type": "websocket.close", "code": int(code)})
+            sent = self.base_send({"type": "websocket.close", "code": int(code)})
+            self._end_after_close()
+            await sent
         except Exception:
             pass  # the client is gone already

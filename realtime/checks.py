@@ -110,3 +110,74 @@ def _import_error(path) -> str | None:
     except ImportError as error:
         return str(error) or type(error).__name__
     return None
+
+
+def check_serving(app_configs=None, **kwargs):
+    """realtime.W003: ``runserver`` would not serve realtime's WebSockets.
+
+    Django's own ``runserver`` (and the one of ``django.contrib.staticfiles``) serves WSGI,
+    so a WebSocket gets an HTTP 404 and nothing says why. daphne's replaces it when
+    ``daphne`` comes before ``django.contrib.staticfiles``, and it serves ASGI_APPLICATION.
+    Only with DEBUG on: nobody serves production with runserver.
+    """
+    if not django_settings.DEBUG:
+        return []
+    apps = list(django_settings.INSTALLED_APPS)
+    staticfiles = "django.contrib.staticfiles"
+    hint = (
+        'For development with runserver: pip install daphne, put "daphne" first in INSTALLED_APPS '
+        'and set ASGI_APPLICATION = "<project>.asgi.application" (README: "Add it to your project"). '
+        "If you develop under another ASGI server (uvicorn --reload), silence realtime.W003."
+    )
+    if "daphne" not in apps:
+        problem = "'daphne' is not in INSTALLED_APPS"
+    elif staticfiles in apps and apps.index("daphne") > apps.index(staticfiles):
+        problem = "'daphne' comes after 'django.contrib.staticfiles' in INSTALLED_APPS, whose runserver wins"
+    elif not getattr(django_settings, "ASGI_APPLICATION", None):
+        problem = "ASGI_APPLICATION is not set, so daphne's runserver refuses to start"
+    else:
+        return []
+    return [
+        Warning(
+            f"manage.py runserver will not serve realtime's WebSockets: {problem}.",
+            hint=hint,
+            id="realtime.W003",
+        )
+    ]
+
+
+def check_urls(app_configs=None, **kwargs):
+    """realtime.W004: the HTTP views are not mounted, so the template tag cannot render."""
+    from django.urls import NoReverseMatch, reverse
+
+    try:
+        reverse("realtime:token")
+    except NoReverseMatch:
+        return [
+            Warning(
+                "realtime's URLs are not mounted: {% realtime %} (its token URL), the HTTP publish "
+                "endpoint, the event log and Bayeux long-polling are unreachable.",
+                hint='Add path("realtime/", include("realtime.urls")) to your ROOT_URLCONF.',
+                id="realtime.W004",
+            )
+        ]
+    return []
+
+
+def check_static(app_configs=None, **kwargs):
+    """realtime.W005: the template tag's scripts (realtime.js, connect.js) have no URL."""
+    if not getattr(django_settings, "STATIC_URL", None):
+        problem = "STATIC_URL is not set"
+    elif "django.contrib.staticfiles" not in django_settings.INSTALLED_APPS:
+        problem = "django.contrib.staticfiles is not in INSTALLED_APPS"
+    else:
+        return []
+    return [
+        Warning(
+            f"{problem}, so {{% realtime %}} cannot load realtime/realtime.js and realtime/connect.js.",
+            hint='Add django.contrib.staticfiles and STATIC_URL = "static/"; serve them in development '
+            "with staticfiles_urlpatterns() (runserver does it itself) and in production with "
+            "collectstatic or WhiteNoise (docs/deployment.md).",
+            id="realtime.W005",
+        )
+    ]

@@ -1,16 +1,25 @@
 """Ordered, non-blocking sends to one WebSocket connection.
 
-The fan-out loop hands the same encoded frame to every local subscriber. It must not
-wait for any one of them: an ASGI server's ``send`` may suspend when a client reads
-slowly (uvicorn waits for the socket buffer to drain), and one such client would
+Internal. The fan-out loop hands the same encoded frame to every local subscriber. It
+must not wait for any one of them: an ASGI server's ``send`` may suspend when a client
+reads slowly (uvicorn waits for the socket buffer to drain), and one such client would
 stall delivery to everybody behind it. It must not create a task per delivery either,
 because that costs more than the send itself.
 
-So :meth:`Outbox.push` runs the ``send`` coroutine one step, synchronously. Almost
-always it completes in that step (the frame went into the transport buffer). When it
-suspends instead, the rest of it continues in a writer task, and later frames for
-that connection queue behind it, in order, up to ``limit``; past that the connection
-is too slow to keep and ``on_overflow`` is called (soon, never from inside ``push``).
+The ASGI spec promises that ``send`` returns an awaitable, not a coroutine, so there are
+three ways to drive one:
+
+* A coroutine (uvicorn, daphne, hypercorn): :meth:`Outbox.push` runs it one step,
+  synchronously. Almost always it completes in that step (the frame went into the
+  transport buffer). When it suspends instead, the rest of it continues in a writer
+  task, and later frames for that connection queue behind it, in order.
+* A future (granian's ``send`` returns one, already carrying the frame, that resolves a
+  little later from the server's own thread): later frames queue behind it, and its
+  done-callback sends the next one. No task either.
+* Any other awaitable: a writer task awaits it, then the frames queued behind it.
+
+Whichever way, at most ``limit`` frames wait; past that the connection is too slow to
+keep and ``on_overflow`` is called (soon, never from inside ``push``).
 """
 
 from __future__ import annotations
@@ -51,8 +60,19 @@ async def _finish(coro, waiting) -> None:
         raise
 
 
+def _is_future(awaitable) -> bool:
+    """Whether ``awaitable`` follows asyncio's future protocol (callbacks, ``done()``)."""
+    return getattr(awaitable, "_asyncio_future_blocking", None) is not None and hasattr(
+        awaitable, "add_done_callback"
+    )
+
+
+def _failed(future) -> bool:
+    return future.cancelled() or future.exception() is not None
+
+
 class Outbox:
-    __slots__ = ("_send", "_backlog", "_writer", "closed", "limit", "on_overflow")
+    __slots__ = ("_send", "_backlog", "_writer", "_in_flight", "_idle", "closed", "limit", "on_overflow")
 
     def __init__(
         self,
@@ -61,8 +81,11 @@ class Outbox:
         on_overflow: Callable[[], None],
     ) -> None:
         self._send = send
+        # Not None while a send is unfinished: the frames waiting behind it.
         self._backlog: deque[dict] | None = None
         self._writer: asyncio.Task | None = None
+        self._in_flight = None  # the future of an unfinished send, when send returns futures
+        self._idle: asyncio.Future | None = None  # what flush() waits on meanwhile
         self.closed = False
         self.limit = limit
         self.on_overflow = on_overflow
@@ -90,19 +113,78 @@ class Outbox:
         self._start(message)
 
     def _start(self, message: dict) -> None:
-        """Step the send once; if it suspends, a writer task finishes it."""
-        coro = self._send(message)
+        """Step the send once; if it suspends, a writer task or a callback finishes it."""
         try:
-            waiting = coro.send(None)
+            sent = self._send(message)
+        except Exception:
+            self.closed = True  # the server refused the send: the connection is gone
+            return
+        try:
+            step = sent.send
+        except AttributeError:
+            self._start_awaitable(sent)
+            return
+        try:
+            waiting = step(None)
         except StopIteration:
             return
         except Exception:
             # The server refused the send: the connection is gone.
             self.closed = True
-            coro.close()
+            sent.close()
             return
         self._backlog = deque()
-        self._writer = asyncio.get_running_loop().create_task(self._drain(coro, waiting))
+        self._writer = asyncio.get_running_loop().create_task(self._drain(sent, waiting))
+
+    def _start_awaitable(self, sent) -> None:
+        """A send that returned an awaitable that is no coroutine (nothing is queued)."""
+        if _is_future(sent):
+            if not sent.done():
+                self._backlog = deque()
+                self._in_flight = sent
+                sent.add_done_callback(self._sent)
+            elif _failed(sent):
+                self.closed = True
+            return
+        self._backlog = deque()
+        self._writer = asyncio.get_running_loop().create_task(self._drain_awaitable(sent))
+
+    def _sent(self, future) -> None:
+        """A send's future is done: send the next queued frame, if any."""
+        self._in_flight = None
+        try:
+            if self.closed or _failed(future):
+                self._stop()
+                return
+            backlog = self._backlog
+            while backlog:
+                try:
+                    sent = self._send(backlog.popleft())
+                except Exception:
+                    self._stop()
+                    return
+                if not _is_future(sent):
+                    self._writer = asyncio.get_running_loop().create_task(self._drain_awaitable(sent))
+                    return
+                if not sent.done():
+                    self._in_flight = sent
+                    sent.add_done_callback(self._sent)
+                    return
+                if _failed(sent):
+                    self._stop()
+                    return
+            self._backlog = None
+        finally:
+            self._wake()
+
+    def _stop(self) -> None:
+        self.closed = True
+        self._backlog = None
+
+    def _wake(self) -> None:
+        idle, self._idle = self._idle, None
+        if idle is not None and not idle.done():
+            idle.set_result(None)
 
     async def _drain(self, coro, waiting) -> None:
         try:
@@ -115,14 +197,37 @@ class Outbox:
             self._backlog = None
             self._writer = None
 
+    async def _drain_awaitable(self, sent) -> None:
+        try:
+            await sent
+            while self._backlog:
+                await self._send(self._backlog.popleft())
+        except Exception:
+            self.closed = True
+        finally:
+            self._backlog = None
+            self._writer = None
+
     async def flush(self) -> None:
         """Wait until every queued frame has been handed to the server."""
         # asyncio.wait rather than awaiting the writer: a writer that was cancelled
         # (or never got to run) must not raise CancelledError into the caller.
-        while self._writer is not None and not self._writer.done():
-            await asyncio.wait([self._writer])
+        while True:
+            if self._writer is not None and not self._writer.done():
+                await asyncio.wait([self._writer])
+            elif self._in_flight is not None:
+                if self._idle is None:
+                    self._idle = asyncio.get_running_loop().create_future()
+                await asyncio.wait([self._idle])
+            else:
+                return
 
     def cancel(self) -> None:
         self.closed = True
         if self._writer is not None:
             self._writer.cancel()
+        if self._in_flight is not None:
+            # The server has the frame already; its outcome no longer matters.
+            self._in_flight = None
+            self._backlog = None
+            self._wake()

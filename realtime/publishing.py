@@ -4,16 +4,24 @@
 publication frame once, and hand it to the broker, which carries it to every server
 process. They raise a :class:`~realtime.errors.RealtimeError` subclass on bad input
 and :class:`~realtime.errors.Unavailable` when the broker cannot take the message.
+
+On the in-memory layer a publication reaches only the process that makes it. Made in a
+process that serves no WebSockets (a shell, a worker, a WSGI process), it reaches no one:
+the first such call warns, once per process, with :class:`NotDeliveredWarning`. It still
+validates, stores the publication in the channel's (process-local) history and returns,
+so test suites and one-off scripts keep working; ``manage.py realtime_publish``, whose
+only job is delivery, refuses instead.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import async_to_sync
 
-from . import protocol, registry
+from . import protocol, registry, runtime
 from .broker import get_broker
 from .conf import settings
 from .errors import InvalidChannel, InvalidData, MessageTooLarge
@@ -30,6 +38,28 @@ class Publication:
     data: Any
     offset: int | None = None
     epoch: str | None = None
+
+
+class NotDeliveredWarning(RuntimeWarning):
+    """A publication was made where no subscriber can get it: the in-memory layer, in a
+    process that serves no WebSockets."""
+
+
+_warned = False
+
+
+def _warn_if_nobody_hears(stacklevel: int) -> None:
+    global _warned
+    if _warned or runtime.serving() or get_broker().multi_process:
+        return
+    _warned = True
+    warnings.warn(
+        "realtime: this process serves no WebSockets and the channel layer is in-memory, so its "
+        "publications reach no one. Configure channels_redis (CHANNEL_LAYERS, REDIS_URL) to publish "
+        "from shells and workers, or publish from the server process (a view). Said once per process.",
+        NotDeliveredWarning,
+        stacklevel=stacklevel + 1,
+    )
 
 
 def validate_event(event: object) -> str:
@@ -66,6 +96,7 @@ async def send_publication(
 
 async def apublish(channel: str, event: str, data: Any = None) -> Publication:
     """Publish ``data`` as ``event`` on ``channel`` to every subscriber, on every process."""
+    _warn_if_nobody_hears(2)
     validate_channel_name(channel)
     validate_event(event)
     info = await registry.aresolve(channel)
@@ -76,4 +107,5 @@ async def apublish(channel: str, event: str, data: Any = None) -> Publication:
 
 def publish(channel: str, event: str, data: Any = None) -> Publication:
     """Synchronous :func:`apublish`, for views, signals, tasks and management commands."""
+    _warn_if_nobody_hears(2)
     return async_to_sync(apublish)(channel, event, data)

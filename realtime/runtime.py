@@ -1,23 +1,42 @@
 """What each event loop runs to serve connections: its hub, started on its broker,
-with revalidation attached.
+with revalidation attached; and whether this process serves at all.
 
 Internal. Consumers and views call :func:`get_hub`; the first call on a loop creates
 and starts the hub, and a hub whose start failed (Redis down) is forgotten, so the next
 connection tries again.
+
+A process *serves* once a hub was made in it, or once it handled a request through an
+ASGI server (``apps`` marks it). On the in-memory layer, publications from any other
+process (a shell, a worker, a WSGI process) reach no one: ``realtime.publishing`` warns.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 
-from .broker import get_broker
+from .broker import describe, get_broker
 from .conf import settings
 from .errors import Unavailable
 from .hub import Hub
 from .revalidation import Revalidator
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
+_serving = False
+logger = logging.getLogger("realtime")
+
+
+def mark_serving() -> None:
+    """This process serves (an ASGI request or a WebSocket): say once how publications travel."""
+    global _serving
+    if not _serving:
+        _serving = True
+        logger.info(describe())
+
+
+def serving() -> bool:
+    return _serving
 
 
 async def _start(hub: Hub) -> None:
@@ -30,6 +49,7 @@ async def get_hub() -> Hub:
     loop = asyncio.get_running_loop()
     hub = _hubs.get(loop)
     if hub is None:
+        mark_serving()
         hub = _hubs[loop] = Hub(loop, get_broker())
         hub.started = loop.create_task(_start(hub))
     try:

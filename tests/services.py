@@ -122,7 +122,8 @@ class RedisServer:
 
 
 class AsgiServer:
-    """``daphne`` or ``uvicorn`` serving demo_site.asgi with the test settings."""
+    """``daphne``, ``uvicorn``, ``hypercorn`` or ``granian`` serving demo_site.asgi with the
+    test settings."""
 
     def __init__(
         self,
@@ -151,20 +152,23 @@ class AsgiServer:
         return f"http://127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
-        if self.server == "uvicorn":
-            return [
-                str(VENV_BIN / "uvicorn"), "demo_site.asgi:application",
-                "--host", "127.0.0.1", "--port", str(self.port),
+        app, host, port = "demo_site.asgi:application", "127.0.0.1", str(self.port)
+        commands = {
+            "uvicorn": [
+                str(VENV_BIN / "uvicorn"), app, "--host", host, "--port", port,
                 "--ws", "websockets-sansio", "--lifespan", "off", "--log-level", "warning",
-            ]  # fmt: skip
-        return [
-            str(VENV_BIN / "daphne"),
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(self.port),
-            "demo_site.asgi:application",
-        ]
+            ],
+            "daphne": [str(VENV_BIN / "daphne"), "-b", host, "-p", port, app],
+            "hypercorn": [
+                str(VENV_BIN / "hypercorn"), app, "--bind", f"{host}:{port}", "--log-level", "warning",
+            ],
+            # asginl: ASGI without lifespan events, which Django does not handle.
+            "granian": [
+                str(VENV_BIN / "granian"), "--interface", "asginl", app,
+                "--host", host, "--port", port, "--log-level", "warning",
+            ],
+        }  # fmt: skip
+        return commands[self.server]
 
     def start(self) -> AsgiServer:
         env = {

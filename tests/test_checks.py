@@ -257,3 +257,95 @@ def test_every_setting_is_typed_and_checked_from_one_declaration():
         assert isinstance(setting, Setting)
         assert setting.problem(setting.default) is None, name
         assert getattr(settings, name) == setting.default
+
+
+# Serving, URLs and static files: the mistakes of a new host project --------------------
+
+from realtime.checks import check_serving, check_static, check_urls  # noqa: E402
+
+APPS = ["daphne", "django.contrib.admin", "django.contrib.staticfiles", "realtime"]
+
+
+@pytest.fixture
+def development(settings):
+    """A correct development configuration: daphne's runserver serves the ASGI app."""
+    settings.DEBUG = True
+    settings.INSTALLED_APPS = APPS
+    settings.ASGI_APPLICATION = "demo_site.asgi.application"
+    return settings
+
+
+def test_a_correct_development_configuration_gives_no_serving_message(development):
+    assert check_serving() == []
+
+
+def test_w003_runserver_without_daphne_serves_http_only(development):
+    development.INSTALLED_APPS = APPS[1:]
+    messages = check_serving()
+    assert ids(messages) == ["realtime.W003"]
+    assert "'daphne' is not in INSTALLED_APPS" in messages[0].msg
+    assert "ASGI_APPLICATION" in messages[0].hint
+
+
+def test_w003_daphne_after_staticfiles_loses_runserver(development):
+    development.INSTALLED_APPS = ["django.contrib.staticfiles", "daphne", "realtime"]
+    messages = check_serving()
+    assert ids(messages) == ["realtime.W003"]
+    assert "after 'django.contrib.staticfiles'" in messages[0].msg
+
+
+def test_w003_daphne_without_asgi_application(development):
+    del development.ASGI_APPLICATION
+    messages = check_serving()
+    assert ids(messages) == ["realtime.W003"]
+    assert "ASGI_APPLICATION is not set" in messages[0].msg
+
+
+def test_w003_not_without_debug(development):
+    development.DEBUG = False
+    development.INSTALLED_APPS = APPS[1:]
+    assert check_serving() == []
+
+
+def test_w004_realtime_urls_not_mounted(settings):
+    settings.ROOT_URLCONF = "tests.test_checks"
+    messages = check_urls()
+    assert ids(messages) == ["realtime.W004"]
+    assert 'include("realtime.urls")' in messages[0].hint
+
+
+def test_w004_not_when_the_urls_are_mounted(settings):
+    assert check_urls() == []
+
+
+def test_w004_is_registered_with_the_url_checks(settings):
+    settings.ROOT_URLCONF = "tests.test_checks"
+    assert "realtime.W004" in ids(checks.run_checks(tags=[checks.Tags.urls]))
+
+
+urlpatterns = []  # a ROOT_URLCONF without realtime's URLs, for W004
+
+
+def test_w005_static_url_missing(settings):
+    settings.STATIC_URL = None
+    messages = check_static()
+    assert ids(messages) == ["realtime.W005"]
+    assert messages[0].msg.startswith("STATIC_URL is not set")
+    assert "collectstatic" in messages[0].hint
+
+
+def test_w005_staticfiles_not_installed(settings):
+    settings.INSTALLED_APPS = [app for app in settings.INSTALLED_APPS if app != "django.contrib.staticfiles"]
+    messages = check_static()
+    assert ids(messages) == ["realtime.W005"]
+    assert "django.contrib.staticfiles" in messages[0].msg
+
+
+def test_w005_not_when_static_files_are_configured(settings):
+    assert check_static() == []
+
+
+def test_the_demo_settings_pass_every_realtime_check(settings):
+    settings.DEBUG = True  # as make run has it (pytest-django turns it off)
+    messages = checks.run_checks(include_deployment_checks=False)
+    assert [message for message in messages if message.id.startswith("realtime.")] == []

@@ -224,6 +224,40 @@ def test_channel_create_with_options():
 
 
 @pytest.mark.django_db
+def test_channel_create_with_history_and_presence():
+    out, _ = run(
+        "realtime_channel create chat --history 50 --history-ttl 600 --durable --presence --join-leave"
+    )
+    assert out.strip() == ("Created channel 'chat' (history 50, 600s, durable, presence with join/leave).")
+    channel = Channel.objects.get(name="chat")
+    assert (channel.history_size, channel.history_ttl, channel.history_durable) == (50, 600, True)
+    assert (channel.presence, channel.join_leave) == (True, True)
+
+
+@pytest.mark.django_db
+def test_channel_create_with_history_keeps_the_default_lifetime():
+    run("realtime_channel create news --history 10")
+    assert Channel.objects.get(name="news").history_ttl == 24 * 3600
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("flags", "error"),
+    [
+        ("--durable", "--durable needs --history N"),
+        ("--join-leave", "--join-leave needs --presence"),
+        ("--history-ttl 60", "--history-ttl needs --history N"),
+        ("--history -1", "must be 0 or more"),
+        ("--history 5 --history-ttl -1", "must be 0 or more"),
+    ],
+)
+def test_channel_create_refuses_options_that_do_not_fit_together(flags, error):
+    with pytest.raises(CommandError, match=error):
+        run(f"realtime_channel create news {flags}")
+    assert not Channel.objects.exists()
+
+
+@pytest.mark.django_db
 def test_channel_create_with_defaults():
     out, _ = run("realtime_channel create news")
     channel = Channel.objects.get(name="news")
@@ -249,12 +283,16 @@ def test_channel_create_refuses_a_duplicate():
 @pytest.mark.django_db
 def test_channel_list_shows_every_channel():
     Channel.objects.create(name="news", anonymous_read=True, description="Top\nstories")
-    Channel.objects.create(name="rooms", include_subchannels=True, is_active=False)
+    Channel.objects.create(name="rooms", include_subchannels=True, is_active=False, presence=True)
+    Channel.objects.create(name="tour", history_size=100, history_ttl=3600, history_durable=True)
     out, _ = run("realtime_channel list")
-    header, news, rooms = out.splitlines()
-    assert header.split() == ["NAME", "ACTIVE", "SUB-CHANNELS", "ANONYMOUS", "READ", "DESCRIPTION"]
-    assert news.split() == ["news", "yes", "no", "yes", "Top", "stories"]
-    assert rooms.split() == ["rooms", "no", "yes", "no"]
+    header, news, rooms, tour = out.splitlines()
+    assert header.split() == [
+        "NAME", "ACTIVE", "SUB-CHANNELS", "ANONYMOUS", "READ", "HISTORY", "PRESENCE", "DESCRIPTION",
+    ]  # fmt: skip
+    assert news.split() == ["news", "yes", "no", "yes", "no", "no", "Top", "stories"]
+    assert rooms.split() == ["rooms", "no", "yes", "no", "no", "yes"]
+    assert tour.split() == ["tour", "yes", "no", "no", "100,", "3600s,", "durable", "no"]
 
 
 @pytest.mark.django_db

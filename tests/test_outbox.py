@@ -417,3 +417,208 @@ async def test_cancel_after_the_send_was_released_but_before_it_resumed_still_st
     assert writer.cancelled()
     assert transport.sent == []
     assert transport.calls == 1
+
+
+# ASGI promises an awaitable, not a coroutine: granian's send returns a future that
+# already carries the frame and resolves a little later, from the server's own thread.
+
+
+class FutureTransport:
+    """A ``send`` that returns an asyncio future, as granian's does; each is resolved
+    when the test says (``complete``), or at once with ``immediate``."""
+
+    def __init__(self, *, immediate: bool = False) -> None:
+        self.sent: list[str] = []
+        self.futures: list[asyncio.Future] = []
+        self.immediate = immediate
+
+    def send(self, message: dict) -> asyncio.Future:
+        self.sent.append(message.get("text", message["type"]))
+        future = asyncio.get_running_loop().create_future()
+        if self.immediate:
+            future.set_result(None)
+        self.futures.append(future)
+        return future
+
+    def complete(self, error: Exception | None = None) -> None:
+        """Resolve the oldest unresolved future, as the server's thread would (soon)."""
+        future = next(future for future in self.futures if not future.done())
+        if error is None:
+            asyncio.get_running_loop().call_soon(future.set_result, None)
+        else:
+            asyncio.get_running_loop().call_soon(future.set_exception, error)
+
+
+async def settle() -> None:
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+@pytest.mark.asyncio
+async def test_a_send_returning_a_future_is_followed_by_later_frames_in_order_without_a_task():
+    transport = FutureTransport()
+    outbox, overflow = make_outbox(transport)
+    before = other_tasks()
+
+    for text in ["1", "2", "3"]:
+        outbox.push(text)
+
+    assert transport.sent == ["1"]  # one send at a time: later frames wait their turn
+    assert other_tasks() == before
+    for _ in range(3):
+        transport.complete()
+        await settle()
+        assert other_tasks() == before
+
+    assert transport.sent == ["1", "2", "3"]
+    assert all(future.done() for future in transport.futures)
+    assert not outbox.closed and overflow.count == 0
+
+
+@pytest.mark.asyncio
+async def test_after_a_future_chain_ends_the_next_push_sends_at_once():
+    transport = FutureTransport()
+    outbox, _ = make_outbox(transport)
+    outbox.push("1")
+    transport.complete()
+    await settle()
+
+    outbox.push("2")
+
+    assert transport.sent == ["1", "2"]
+
+
+@pytest.mark.asyncio
+async def test_a_future_that_is_done_when_returned_needs_no_callback():
+    transport = FutureTransport(immediate=True)
+    outbox, _ = make_outbox(transport)
+
+    for text in ["1", "2", "3"]:
+        outbox.push(text)
+        assert transport.sent[-1] == text
+
+    await outbox.flush()
+    assert not outbox.closed
+
+
+@pytest.mark.asyncio
+async def test_flush_waits_for_a_future_chain():
+    transport = FutureTransport()
+    outbox, _ = make_outbox(transport)
+    outbox.push("1")
+    outbox.push("2")
+
+    flushing = asyncio.ensure_future(outbox.flush())
+    await settle()
+    assert not flushing.done()
+
+    transport.complete()
+    await settle()
+    assert not flushing.done()
+    transport.complete()
+    await asyncio.wait_for(flushing, timeout=1)
+    assert transport.sent == ["1", "2"]
+
+
+@pytest.mark.asyncio
+async def test_a_future_chain_counts_against_the_limit():
+    transport = FutureTransport()
+    outbox, overflow = make_outbox(transport, limit=3)
+
+    for text in ["1", "2", "3", "4"]:
+        outbox.push(text)
+    assert overflow.count == 0  # "1" is in flight; three frames wait, which is the limit
+
+    outbox.push("5")
+    assert outbox.closed
+    await asyncio.sleep(0)
+    assert overflow.count == 1
+
+    transport.complete()
+    await settle()
+    assert transport.sent == ["1"]  # nothing queued is sent once the connection is dropped
+    await asyncio.wait_for(outbox.flush(), timeout=1)
+
+
+@pytest.mark.asyncio
+async def test_a_failed_future_closes_the_outbox_and_drops_the_backlog():
+    transport = FutureTransport()
+    outbox, overflow = make_outbox(transport)
+    outbox.push("1")
+    outbox.push("2")
+
+    transport.complete(OSError("connection reset"))
+    await settle()
+
+    assert outbox.closed
+    assert transport.sent == ["1"]
+    outbox.push("3")
+    assert transport.sent == ["1"]
+    await asyncio.wait_for(outbox.flush(), timeout=1)
+    assert overflow.count == 0
+
+
+@pytest.mark.asyncio
+async def test_cancel_abandons_a_future_chain_and_flush_returns():
+    transport = FutureTransport()
+    outbox, _ = make_outbox(transport)
+    outbox.push("1")
+    outbox.push("2")
+
+    outbox.cancel()
+    await asyncio.wait_for(outbox.flush(), timeout=1)  # the future never resolves
+    transport.complete()
+    await settle()
+
+    assert outbox.closed
+    assert transport.sent == ["1"]
+
+
+@pytest.mark.asyncio
+async def test_a_close_message_goes_behind_a_future_chain():
+    transport = FutureTransport()
+    outbox, _ = make_outbox(transport)
+    outbox.push("1")
+    outbox.push_message({"type": "websocket.close", "code": 4001})
+
+    transport.complete()
+    await settle()
+
+    assert transport.sent == ["1", "websocket.close"]
+
+
+class Awaitable:
+    """Neither a coroutine nor a future: only ``__await__``."""
+
+    def __init__(self, sent: list, text: str) -> None:
+        self.sent, self.text = sent, text
+
+    def __await__(self):
+        yield  # a bare yield, as asyncio.sleep(0) does
+        self.sent.append(self.text)
+
+
+@pytest.mark.asyncio
+async def test_any_other_awaitable_is_awaited_by_a_writer_task_in_order():
+    sent = []
+    outbox = Outbox(lambda message: Awaitable(sent, message["text"]), limit=10, on_overflow=lambda: None)
+
+    for text in ["1", "2", "3"]:
+        outbox.push(text)
+    assert sent == []
+    await outbox.flush()
+
+    assert sent == ["1", "2", "3"]
+    assert not outbox.closed
+
+
+@pytest.mark.asyncio
+async def test_a_send_that_raises_when_called_closes_the_outbox_without_raising():
+    def send(message):
+        raise RuntimeError("the server refused")
+
+    outbox = Outbox(send, limit=10, on_overflow=lambda: None)
+    outbox.push("1")
+    outbox.push("2")
+
+    assert outbox.closed

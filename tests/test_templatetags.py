@@ -33,8 +33,7 @@ def test_anonymous_page_gets_no_token(rf):
     request = anonymous(rf.get("/"))
 
     assert render_realtime(request) == (
-        '<meta name="realtime" data-url="ws://testserver/realtime/ws" data-token-url="/realtime/token">\n'
-        + SCRIPT
+        '<meta name="realtime" data-url="ws://testserver/realtime/ws">\n' + SCRIPT
     )
 
 
@@ -43,8 +42,7 @@ def test_https_page_connects_with_wss(rf, settings):
     request = anonymous(rf.get("/", secure=True, headers={"host": "example.com"}))
 
     assert render_realtime(request) == (
-        '<meta name="realtime" data-url="wss://example.com/realtime/ws" data-token-url="/realtime/token">\n'
-        + SCRIPT
+        '<meta name="realtime" data-url="wss://example.com/realtime/ws">\n' + SCRIPT
     )
 
 
@@ -53,7 +51,7 @@ def test_ws_path_comes_from_settings(rf, settings):
     request = anonymous(rf.get("/"))
 
     assert render_realtime(request).startswith(
-        '<meta name="realtime" data-url="ws://testserver/live/socket" '
+        '<meta name="realtime" data-url="ws://testserver/live/socket">'
     )
 
 
@@ -122,8 +120,7 @@ def test_connect_loads_the_script_that_connects_a_client_for_the_page(rf):
     request = anonymous(rf.get("/"))
 
     assert render_realtime(request, connect=True) == (
-        '<meta name="realtime" data-url="ws://testserver/realtime/ws" data-token-url="/realtime/token">\n'
-        + CONNECT_SCRIPT
+        '<meta name="realtime" data-url="ws://testserver/realtime/ws">\n' + CONNECT_SCRIPT
     )
 
 

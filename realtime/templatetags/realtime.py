@@ -38,17 +38,20 @@ def websocket_url(request: HttpRequest) -> str:
 
 
 def realtime_meta(request: HttpRequest) -> SafeString:
-    """The ``<meta name="realtime">`` element that ``RealtimeClient.fromPage()`` reads."""
+    """The ``<meta name="realtime">`` element that ``RealtimeClient.fromPage()`` reads.
+
+    A request the grant gives no token (an anonymous visitor, by default) gets no token
+    URL either: its client connects anonymously at once, instead of asking the token
+    endpoint on every page load for a token it would be refused (a 403 in the console).
+    """
     granted = token_for_request(request)
-    token = (
-        format_html(' data-token="{}" data-expires="{}"', granted[0], granted[1])
-        if granted is not None
-        else ""
-    )
+    if granted is None:
+        return format_html('<meta name="realtime" data-url="{}">', websocket_url(request))
     return format_html(
-        '<meta name="realtime" data-url="{}"{} data-token-url="{}">',
+        '<meta name="realtime" data-url="{}" data-token="{}" data-expires="{}" data-token-url="{}">',
         websocket_url(request),
-        token,
+        granted[0],
+        granted[1],
         reverse("realtime:token"),
     )
 

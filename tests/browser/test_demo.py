@@ -365,3 +365,49 @@ def http_publish(server, secret: str, channel: str, event: str, data) -> int:
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         return response.status
+
+
+def _admin(open_page, django_user_model):
+    django_user_model.objects.create_superuser("layout", password="pw")
+    page = open_page(DESKTOP)
+    page.goto("/admin/login/?next=/admin/")
+    page.get_by_label("Username").fill("layout")
+    page.get_by_label("Password").fill("pw")
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("link", name="Access keys")).to_be_visible()
+    return page
+
+
+OVERFLOW = """() => ({
+  page: document.documentElement.scrollWidth - document.documentElement.clientWidth,
+  table: (() => { const t = document.querySelector('#changelist .results');
+                  return t ? t.scrollWidth - t.clientWidth : null; })(),
+})"""
+
+
+# Long names, scopes and descriptions: the change lists fit the window, beside the
+# admin's navigation and filter sidebars, without a horizontal scroll bar.
+@pytest.mark.parametrize("model", ["channel", "accesskey"])
+def test_admin_change_lists_fit_1280_pixels(open_page, django_user_model, make_channel, make_key, model, uid):
+    long = "A channel for every announcement the operations team makes, " * 4
+    channels = [
+        make_channel(
+            f"operations/announcements-{uid}-{n}",
+            description=long,
+            include_subchannels=True,
+            history_size=1000,
+            presence=True,
+        )
+        for n in range(4)
+    ]
+    from django.utils import timezone
+
+    from realtime.models import AccessKey
+
+    later = timezone.now() + timezone.timedelta(days=30)
+    make_key(name=f"the publisher of the operations announcements {uid}", channels=channels, expires_at=later)
+    make_key(name=f"everything {uid}", all_channels=True)
+    AccessKey.objects.update(last_used_at=timezone.now())  # dates are the widest cells
+    page = _admin(open_page, django_user_model)
+    page.goto(f"/admin/realtime/{model}/")
+    assert page.evaluate(OVERFLOW) == {"page": 0, "table": 0}

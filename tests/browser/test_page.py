@@ -2,7 +2,7 @@
 classic (non-module) inline scripts, in real Chromium against a live daphne process."""
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import AnonymousUser, User
 from django.template import Context, Template
 from django.test import RequestFactory
 
@@ -95,3 +95,33 @@ def test_a_classic_inline_script_uses_window_realtime_once_the_document_is_parse
     publisher.publish(news.name, "headline", "from Python")
     page.wait_for_function("received.length === 1")
     assert page.evaluate("received[0].data") == "from Python"
+
+
+def test_an_anonymous_page_connects_at_once_without_asking_for_a_token(
+    static_page, page, server, connect, make_key, make_channel, settings, uid
+):
+    # The default grant gives anonymous visitors no token: the page must not ask for one
+    # (a refused token request is a 403 in the console on every page load).
+    news = make_channel(f"news-{uid}", anonymous_read=True)
+    tag = rendered("{% load realtime %}\n{% realtime connect=True %}", server, AnonymousUser(), settings)
+    console, requests = [], []
+    page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
+    page.on("request", lambda request: requests.append(request.url))
+    script = f"""<script>
+  window.received = [];
+  document.addEventListener("realtime:ready", (event) => {{
+    event.detail.client.subscribe("{news.name}", (message) => received.push(message.data)).ready
+      .then(() => {{ window.subscribed = true; }});
+  }});
+</script>"""
+    page = static_page(server, page_html(tag, script))
+
+    page.wait_for_function("window.subscribed === true")
+    assert page.evaluate("[realtime.state, realtime.authenticated]") == ["connected", False]
+    publisher = connect(server)
+    publisher.auth(make_key())
+    publisher.publish(news.name, "headline", "for everyone")
+    page.wait_for_function("received.length === 1")
+    assert page.evaluate("received") == ["for everyone"]
+    assert [url for url in requests if "/realtime/token" in url] == []
+    assert [line for line in console if line.startswith(("error", "warning"))] == []
