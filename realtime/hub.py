@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from . import stats
 from .auth import Principal
 from .broker import Broker
 from .conf import settings
@@ -52,6 +53,10 @@ class Subscriber(Protocol):
     def replace_principal(self, principal: Principal) -> None:
         """The same credentials, re-read from the database (a key's scope may have changed)."""
 
+    def disconnect(self, code: int, reason: str = "") -> None:
+        """Close the connection, after what is queued (the server API's ``disconnect``);
+        ``code`` tells the client whether to reconnect."""
+
 
 class Hub:
     def __init__(self, loop: asyncio.AbstractEventLoop, broker: Broker) -> None:
@@ -59,6 +64,11 @@ class Hub:
         self.broker = broker
         # Called when keys or channels changed (set by realtime.runtime).
         self.on_change: Callable[[], None] | None = None
+        # Carries out server API commands (set by realtime.runtime: realtime.operations).
+        self.on_command: Callable[[dict], Awaitable[dict]] | None = None
+        # Channel -> publications delivered here while it had local subscribers (for the
+        # server API's publication rates).
+        self.published: dict[str, int] = {}
         # Subscription name (a channel, or a pattern such as rooms/*) -> its local subscribers.
         self.subscribers: dict[str, set[Subscriber]] = {}
         self.patterns: set[str] = set()
@@ -183,6 +193,7 @@ class Hub:
             return
         del self.subscribers[name]
         self.patterns.discard(name)
+        self.published.pop(name, None)
         key = topic(name)
         names = self.topics.get(key)
         if names is not None:
@@ -212,9 +223,14 @@ class Hub:
         channel the publisher resolved; pattern subscribers only get what they may read.
         ``offset`` is the publication's place in the channel's history, if it has one.
         """
+        counters = stats.counters
+        counters.received += 1
         if via is None or via == "exact":
             subs = self.subscribers.get(name)
             if subs:
+                # Counted per publication, not per delivery: off the per-subscriber loop.
+                counters.delivered += len(subs)
+                self.published[name] = self.published.get(name, 0) + 1
                 if name not in self.holding and name not in self.skipping:
                     for conn in subs:
                         conn.push(frame)
@@ -252,6 +268,7 @@ class Hub:
         exact = self.subscribers.get(name, ())
         policy = get_policy()
         seen: set = set()
+        pushed = 0
         # Prefixed patterns come first, so a connection that also holds a bare pattern
         # is served by the tree copy and skipped when the bare-pattern copy arrives.
         for pattern in patterns_matching(name):
@@ -265,6 +282,8 @@ class Hub:
                 seen.add(conn)
                 if responsible and info is not None and policy.can_subscribe(conn.principal, info):
                     conn.push(frame)
+                    pushed += 1
+        stats.counters.delivered += pushed
 
     def broker_recovered(self) -> None:
         """The broker was unreachable for a while: every subscription may have a gap."""
@@ -317,3 +336,9 @@ class Hub:
         """Keys or channels changed somewhere (announced through the broker)."""
         if self.on_change is not None:
             self.on_change()
+
+    async def operate(self, command: dict) -> dict:
+        """A server API command, sent through the broker (``realtime.operations``)."""
+        if self.on_command is None:
+            raise Unavailable("this process is still starting")
+        return await self.on_command(command)
