@@ -66,9 +66,9 @@ class Hub:
         self.on_change: Callable[[], None] | None = None
         # Carries out server API commands (set by realtime.runtime: realtime.operations).
         self.on_command: Callable[[dict], Awaitable[dict]] | None = None
-        # Channel -> publications delivered here while it had local subscribers (for the
-        # server API's publication rates).
-        self.published: dict[str, int] = {}
+        # Channel -> publications delivered here, while the server API measures rates
+        # (realtime.operations turns it on while someone asks; None: not counting).
+        self.published: dict[str, int] | None = None
         # Subscription name (a channel, or a pattern such as rooms/*) -> its local subscribers.
         self.subscribers: dict[str, set[Subscriber]] = {}
         self.patterns: set[str] = set()
@@ -193,7 +193,8 @@ class Hub:
             return
         del self.subscribers[name]
         self.patterns.discard(name)
-        self.published.pop(name, None)
+        if self.published is not None:
+            self.published.pop(name, None)
         key = topic(name)
         names = self.topics.get(key)
         if names is not None:
@@ -230,7 +231,9 @@ class Hub:
             if subs:
                 # Counted per publication, not per delivery: off the per-subscriber loop.
                 counters.delivered += len(subs)
-                self.published[name] = self.published.get(name, 0) + 1
+                published = self.published
+                if published is not None:
+                    published[name] = published.get(name, 0) + 1
                 if name not in self.holding and name not in self.skipping:
                     for conn in subs:
                         conn.push(frame)

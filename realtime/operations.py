@@ -22,8 +22,10 @@ from .errors import InvalidData, RealtimeError
 from .hub import Hub, Subscriber
 from .names import validate_subscription_name
 
-# Seconds over which publication rates are measured.
+# Seconds over which publication rates are measured, and how long after a channels
+# call they go on being measured (counting costs a little per publication).
 RATE_WINDOW = 5.0
+WATCH_SECONDS = 60.0
 # The reason in the notice a connection gets when the server API unsubscribes it.
 UNSUBSCRIBED_BY_SERVER = "server"
 
@@ -67,6 +69,8 @@ class Operator:
         self.started = time.time()
         # Channel -> publications per second over the last window (None until measured).
         self.rates: dict[str, float] | None = None
+        self.watched_until = 0.0
+        self.counting_since = 0.0
         hub.on_command = self.handle
         hub.spawn(self._measure())
 
@@ -78,15 +82,28 @@ class Operator:
         stats.counters.add(stats.counters.commands, call)
         return await handler(self, command)
 
+    def _watch(self) -> None:
+        """Count publications per channel from now until WATCH_SECONDS after the last ask."""
+        now = self.hub.loop.time()
+        self.watched_until = now + WATCH_SECONDS
+        if self.hub.published is None:
+            self.hub.published = {}
+            self.counting_since = now
+
     async def _measure(self) -> None:
         """Turn the hub's per-channel publication counts into rates, once a window."""
         hub = self.hub
-        last = hub.loop.time()
         while True:
             await asyncio.sleep(RATE_WINDOW)
+            window = hub.published
+            if window is None:
+                continue
             now = hub.loop.time()
-            window, hub.published = hub.published, {}
-            elapsed, last = now - last, now
+            elapsed = max(now - self.counting_since, 1e-3)
+            if now > self.watched_until:
+                hub.published, self.rates = None, None
+                continue
+            hub.published, self.counting_since = {}, now
             self.rates = {name: count / elapsed for name, count in window.items()}
 
     # Commands ----------------------------------------------------------------------
@@ -96,6 +113,7 @@ class Operator:
 
     async def channels(self, command: dict) -> dict:
         prefix = command.get("prefix") or ""
+        self._watch()
         hub, rates = self.hub, self.rates
         found = []
         for name, subs in list(hub.subscribers.items()):

@@ -194,6 +194,9 @@ def test_channels_measures_publication_rates(call, servers, connect, make_channe
     assert listener.subscribe(channel.name)["ok"]
     publisher = connect(servers[0])
     assert publisher.auth(make_key())["ok"]
+    # Asking starts the measuring, which lasts a minute after the last ask.
+    (first,) = call.python("channels", channel.name)["channels"]
+    assert first["subscribers"] == 1
     deadline = time.monotonic() + 6.5  # longer than one rate window (5 s)
     sent = 0
     while time.monotonic() < deadline:
