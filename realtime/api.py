@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import math
+import uuid
 from collections.abc import Iterable
 from typing import Any
 
@@ -105,7 +106,7 @@ def _user(user: Any) -> str | None:
     pk = getattr(user, "pk", user)
     if isinstance(pk, bool) or pk is None or (isinstance(pk, str) and not pk.strip()):
         raise InvalidData("user must be a Django user or its primary key")
-    if not isinstance(pk, (int, str)) and type(pk).__name__ != "UUID":
+    if not isinstance(pk, (int, str, uuid.UUID)):
         raise InvalidData("user must be a Django user or its primary key")
     return str(pk)
 

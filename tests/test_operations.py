@@ -268,3 +268,16 @@ def test_the_live_view_needs_the_channel_permissions(client):
     assert act.status_code == 403
     client.logout()
     assert client.get(live).status_code == 302  # to the admin login
+
+
+@pytest.mark.django_db
+def test_realtime_key_creates_admin_keys():
+    from io import StringIO
+
+    from realtime.models import AccessKey
+
+    out = StringIO()
+    call_command("realtime_key", "create", "--name", "ops", "--access", "admin", "--all-channels", stdout=out)
+    key = AccessKey.objects.get(name="ops")
+    assert key.access == "admin"
+    assert "admin on all channels" in out.getvalue()
