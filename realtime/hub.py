@@ -19,7 +19,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from . import stats
 from .auth import Principal
 from .broker import Broker
 from .conf import settings
@@ -27,6 +26,7 @@ from .errors import Unavailable
 from .names import pattern_prefix, patterns_matching, topic
 from .permissions import get_policy
 from .protocol import join_frame, leave_frame, missed_frame
+from .stats import counters
 
 logger = logging.getLogger("realtime")
 
@@ -224,8 +224,6 @@ class Hub:
         channel the publisher resolved; pattern subscribers only get what they may read.
         ``offset`` is the publication's place in the channel's history, if it has one.
         """
-        counters = stats.counters
-        counters.received += 1
         if via is None or via == "exact":
             subs = self.subscribers.get(name)
             if subs:
@@ -286,7 +284,7 @@ class Hub:
                 if responsible and info is not None and policy.can_subscribe(conn.principal, info):
                     conn.push(frame)
                     pushed += 1
-        stats.counters.delivered += pushed
+        counters.delivered += pushed
 
     def broker_recovered(self) -> None:
         """The broker was unreachable for a while: every subscription may have a gap."""

@@ -72,11 +72,10 @@ class RealtimeCollector:
         )
         yield GaugeMetricFamily("realtime_channels", "Channels with local subscribers.", channels)
         simple = [
-            ("realtime_publications", "Publications made by this process.", counters.published),
             (
-                "realtime_publications_received",
-                "Publication frames (and join/leave notices) received from the broker for local subscribers.",
-                counters.received,
+                "realtime_publications",
+                "Publications this process took from publishers and handed to the broker.",
+                counters.published,
             ),
             ("realtime_deliveries", "Frames handed to local subscribers.", counters.delivered),
             (

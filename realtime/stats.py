@@ -52,11 +52,9 @@ class Counters:
     """Every count the process keeps, as attributes."""
 
     def __init__(self) -> None:
-        # Publications made by this process (sockets, HTTP, publish(), the server API).
+        # Publications this process took from publishers (sockets, HTTP, publish(), the
+        # server API) and handed to the broker.
         self.published = 0
-        # Frames a hub of this process received from its broker for local subscribers
-        # (publications and join/leave notices; one per broker topic that carried them).
-        self.received = 0
         # Frames handed to local subscribers (counted per publication: len(subscribers)).
         self.delivered = 0
         # Frames that were not sent: a slow reader's discarded queue, or a connection

@@ -84,7 +84,6 @@ def test_the_collector_exposes_every_metric_with_its_unit_and_prefix():
         "realtime_connections_authenticated",
         "realtime_subscriptions",
         "realtime_publications",
-        "realtime_publications_received",
         "realtime_deliveries",
         "realtime_deliveries_dropped",
         "realtime_slow_consumer_closes",
