@@ -35,9 +35,10 @@ def alice(transactional_db, uid):
 
 
 def test_the_js_client_reconnects_after_4100_and_stays_closed_after_4101(
-    client_page, servers, make_key, alice
+    client_page, servers, make_key, make_channel, alice, uid
 ):
     admin = make_key(access="admin")
+    alerts = make_channel(f"alerts-{uid}", history_size=5)
     page = client_page(servers[0])
     token = tokens.issue_token(alice, "read-only", ["*"])[0]
     page.evaluate(
@@ -50,6 +51,24 @@ def test_the_js_client_reconnects_after_4100_and_stays_closed_after_4101(
         }""",
         token,
     )
+    # Subscribed by the server: the page hears of it, then gets the channel's publications.
+    status, reply = http_call(
+        servers[1], "subscribe", admin, "POST", {"channel": alerts.name, "user": alice.pk}
+    )
+    assert status == 200 and len(reply["subscribed"]) == 1
+    page.wait_for_function("log.notices.some((n) => n.subscribed)")
+    assert page.evaluate("log.notices.find((n) => n.subscribed).subscribed") == {
+        "channel": alerts.name,
+        "offset": 0,
+        "epoch": page.evaluate("log.notices.find((n) => n.subscribed).subscribed.epoch"),
+    }
+    body = {"channel": alerts.name, "event": "alert", "data": {"level": 2}}
+    status, _ = http_call(servers[1], "publish", admin, "POST", body)
+    assert status == 200
+    page.wait_for_function("log.messages.length === 1")
+    assert page.evaluate("log.messages[0].data") == {"level": 2}
+    assert page.evaluate(f"client.position({alerts.name!r}).offset") == 1
+
     status, reply = http_call(servers[0], "disconnect", admin, "POST", {"user": alice.pk, "reconnect": True})
     assert status == 200 and len(reply["disconnected"]) == 1
     page.wait_for_function("log.states.filter((s) => s.state === 'connected').length === 2")
