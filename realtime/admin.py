@@ -22,7 +22,7 @@ from django.utils.text import Truncator
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from . import keys
+from . import admin_live, keys
 from .changes import notify_changed
 from .models import AccessKey, Channel
 
@@ -65,6 +65,29 @@ class ChannelAdmin(admin.ModelAdmin):
         (_("Dates"), {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}),
     ]
     actions = ["activate", "deactivate"]
+    change_list_template = "admin/realtime/channel/change_list.html"
+
+    def get_urls(self):
+        """The live view (``realtime.admin_live``) beside the channel list."""
+        name = f"{self.opts.app_label}_{self.opts.model_name}_live"
+        views = [
+            ("live/", admin_live.page, "live"),
+            ("live/data/", admin_live.data, "live_data"),
+            ("live/presence/", admin_live.presence, "live_presence"),
+            ("live/act/", admin_live.act, "live_act"),
+        ]
+        urls = [
+            path(route, self.admin_site.admin_view(self._bound(view)), name=name.replace("live", suffix))
+            for route, view, suffix in views
+        ]
+        return [*urls, *super().get_urls()]
+
+    def _bound(self, view):
+        def bound(request):
+            return view(self, request)
+
+        bound.__name__ = view.__name__
+        return bound
 
     class Media:
         css = {"all": ["realtime/admin.css"]}

@@ -21,6 +21,7 @@ import logging
 
 from channels.exceptions import StopConsumer
 
+from . import stats
 from .conf import settings
 from .errors import CloseCode
 from .origins import origin_allowed, origin_from_scope
@@ -45,6 +46,8 @@ class Consumer:
     _close_sent = False
     _receive_cancelled = False
     _closing: asyncio.Task | None = None
+    # Which protocol the connection speaks, for the metrics ("native", "bayeux").
+    protocol = "native"
     invalid_frames = 0
     auth_failures = 0
 
@@ -100,6 +103,8 @@ class Consumer:
 
     async def websocket_disconnect(self, message: dict) -> None:
         """The client went away: undo, stop sending, end the loop."""
+        if not self.closing:
+            stats.counters.closed("client", message.get("code"))
         self.closing = True
         self.let_go("closed")
         if self.outbox is not None:
@@ -131,6 +136,7 @@ class Consumer:
 
     def authentication_failed(self) -> None:
         """One more failed authentication; ``MAX_AUTH_FAILURES`` of them close (4002)."""
+        stats.counters.auth_failed(self.protocol)
         self.auth_failures += 1
         if self.auth_failures >= settings.MAX_AUTH_FAILURES:
             self.close_soon(CloseCode.TOO_MANY_AUTH_FAILURES)
@@ -154,14 +160,21 @@ class Consumer:
         if self._stop_serving():
             await self._close_after_queued(code)
 
-    def close_soon(self, code: int) -> None:
-        """:meth:`close` from code that must not await (the client is ignored at once)."""
-        if self._stop_serving():
-            asyncio.get_running_loop().create_task(self._close_after_queued(code))
+    def close_soon(self, code: int, reason: str = "") -> None:
+        """:meth:`close` from code that must not await (the client is ignored at once).
 
-    async def _close_after_queued(self, code: int) -> None:
+        ``reason`` goes into the close frame on servers that send one (uvicorn; daphne
+        sends the code alone)."""
+        if self._stop_serving():
+            asyncio.get_running_loop().create_task(self._close_after_queued(code, reason))
+
+    async def _close_after_queued(self, code: int, reason: str = "") -> None:
+        stats.counters.closed("server", int(code))
         await self.outbox.flush()
-        self.outbox.push_message({"type": "websocket.close", "code": int(code)})
+        message = {"type": "websocket.close", "code": int(code)}
+        if reason:
+            message["reason"] = reason
+        self.outbox.push_message(message)
         self.outbox.closed = True
         self._end_after_close()
 
@@ -180,6 +193,8 @@ class Consumer:
     def too_slow(self) -> None:
         """The outbox overflowed: frames were lost, so close at once (4004)."""
         logger.info("realtime: closing a %s that reads too slowly", type(self).__name__)
+        stats.counters.too_slow += 1
+        stats.counters.closed("server", int(CloseCode.TOO_SLOW))
         self.closing = True
         self.let_go("too_slow")
         self._closing = asyncio.get_running_loop().create_task(self._send_close(CloseCode.TOO_SLOW))

@@ -19,6 +19,9 @@ from .cache import TTLCache
 from .errors import InvalidCredentials
 
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+# Access levels, from least to most: an admin key may do what a read-write key may, and
+# use the server API and the metrics endpoint.
+RANKS = {"read-only": 0, "read-write": 1, "admin": 2}
 CACHE_MAX_ENTRIES = 10_000
 
 
@@ -49,7 +52,15 @@ class Principal:
 
     @property
     def can_write(self) -> bool:
-        return self.access == "read-write"
+        return self.access in ("read-write", "admin")
+
+    @property
+    def can_operate(self) -> bool:
+        """May use the server API (``realtime.api`` over HTTP) and read the metrics: an
+        admin key, or a read-write key valid on all channels. Never a browser token."""
+        if self.is_token:
+            return False
+        return self.access == "admin" or (self.access == "read-write" and self.all_channels)
 
     @property
     def user(self) -> dict | None:
@@ -63,12 +74,15 @@ class Principal:
         return self.all_channels or channel.id in self.channel_ids or channel.name in self.channel_names
 
     def limited_to(self, access: str | None) -> Principal:
-        """This principal with at most ``access``; asking for more than it has fails."""
+        """This principal with at most ``access``; asking for read-write with read-only
+        credentials fails (at most ``admin`` is whatever it has)."""
         if access is None or access == self.access:
             return self
-        if access == "read-write":
-            raise InvalidCredentials("these credentials are read-only")
-        return replace(self, access="read-only")
+        if RANKS.get(access, 0) > RANKS.get(self.access, 0):
+            if access == "read-write":
+                raise InvalidCredentials("these credentials are read-only")
+            return self
+        return replace(self, access=access)
 
 
 def _principal(key) -> Principal:

@@ -15,6 +15,12 @@ Dependencies run one way: a broker knows the hubs it was started with only throu
 the :class:`Receiver` protocol (kept weakly, with the broker's own per-hub state), and
 never imports the hub. Each broker also owns the history and presence stores that go
 with its layer (``realtime.stores``).
+
+The server API (``realtime.api``) asks every hub something through :meth:`request`: a
+command goes to every hub (the ``rt.control`` group) or to one, each carries it out
+with :meth:`Receiver.operate` and replies to the asker's own layer channel; the asker
+waits until every process in the node registry (``realtime.stores.nodes``) has
+answered, or its timeout passes, and says which did not answer.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import contextvars
 import logging
 import secrets
 import threading
+import time
 import weakref
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -31,13 +38,14 @@ from typing import Protocol
 import msgpack
 from asgiref.sync import async_to_sync
 
-from . import protocol
-from .errors import Unavailable
+from . import protocol, stats
+from .errors import ErrorCode, InvalidData, RealtimeError, Unavailable
 from .names import CONTROL_GROUP, group_name
 from .positions import EPOCH_BYTES, OFFSET_DIGITS, Position
 from .registry import ChannelInfo
 from .stores.durable import DurableHistory
 from .stores.history import MemoryHistory, RedisHistory
+from .stores.nodes import BEAT_INTERVAL, Node, RedisNodes, new_node
 from .stores.presence import MemoryPresence, RedisPresence
 from .stores.redis import RedisConnection, unavailable
 
@@ -47,6 +55,8 @@ PUBLICATION = "rt.pub"
 CONTROL = "rt.control"
 PROBE = "rt.probe"
 READY = "rt.ready"
+COMMAND = "rt.command"
+REPLY = "rt.reply"
 PROBE_INTERVAL = 1.0
 PROBE_TIMEOUT = 2.0
 READY_TIMEOUT = 5.0
@@ -81,6 +91,22 @@ class Receiver(Protocol):
 
     def spawn(self, coro) -> asyncio.Task: ...
 
+    async def operate(self, command: dict) -> dict:
+        """Carry out a server API command here (``realtime.operations``); its result."""
+
+
+@dataclass
+class Replies:
+    """What the server processes answered to one :meth:`Broker.request`.
+
+    ``answers``: one per hub that answered in time, ``{"node": identity, "result": ...}``
+    or ``{"node": identity, "error": [code, detail]}``. ``missing``: the identities of
+    the registered hubs that did not answer in time.
+    """
+
+    answers: list[dict]
+    missing: list[dict]
+
 
 class Broker(Protocol):
     """What the hub and the publishing path need from a broker."""
@@ -96,6 +122,7 @@ class Broker(Protocol):
     async def publish(self, name: str, frame: str, info: ChannelInfo) -> Position | None: ...
     async def notice(self, name: str, frame: str) -> None: ...
     def announce_change(self) -> None: ...
+    async def request(self, command: dict, timeout: float, node: str | None = None) -> Replies: ...
 
 
 def _running_loop():
@@ -129,12 +156,14 @@ class LocalBroker:
         self.history = DurableHistory(MemoryHistory())
         self.presence = MemoryPresence()
         self._hubs: weakref.WeakSet[Receiver] = weakref.WeakSet()
+        self._nodes: weakref.WeakKeyDictionary[Receiver, Node] = weakref.WeakKeyDictionary()
 
     def _live(self) -> list[Receiver]:
         return [hub for hub in list(self._hubs) if not hub.loop.is_closed()]
 
     async def start(self, hub: Receiver) -> None:
         self._hubs.add(hub)
+        self._nodes[hub] = new_node()
 
     async def listen(self, topic: str, hub: Receiver) -> None:
         pass
@@ -167,6 +196,43 @@ class LocalBroker:
         for hub in self._live():
             _call_on(hub, hub.changed)
 
+    async def request(self, command: dict, timeout: float, node: str | None = None) -> Replies:
+        """Ask this process's own hubs (each on its own loop), at most ``timeout`` seconds."""
+        here = _running_loop()
+        asked: dict[asyncio.Future, Node] = {}
+        for hub in self._live():
+            identity = self._nodes.get(hub)
+            if identity is None or (node is not None and identity.id != node):
+                continue
+            if hub.loop is here:
+                future = asyncio.ensure_future(hub.operate(command))
+            else:
+                future = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(hub.operate(command), hub.loop))
+            asked[future] = identity
+        if node is not None and not asked:
+            raise InvalidData(f"no live server process has the id {node!r}")
+        done, pending = await asyncio.wait(asked, timeout=timeout) if asked else (set(), set())
+        for future in pending:
+            future.cancel()
+        answers = []
+        for future in done:
+            answer = {"node": asked[future].identity()}
+            error = future.exception()
+            if error is None:
+                answer["result"] = future.result()
+            else:
+                answer["error"] = _error_of(error)
+            answers.append(answer)
+        return Replies(answers, [asked[future].identity() for future in pending])
+
+
+def _error_of(error: BaseException) -> list[str]:
+    """``[code, detail]`` of what an operation raised (unexpected errors are logged)."""
+    if isinstance(error, RealtimeError):
+        return [error.code.value, error.detail]
+    logger.error("realtime: a server API command failed", exc_info=error)
+    return [ErrorCode.INTERNAL_ERROR.value, ""]
+
 
 @dataclass(eq=False)
 class _Link:
@@ -175,6 +241,7 @@ class _Link:
     channel: str
     probe_returned: asyncio.Event = field(default_factory=asyncio.Event)
     ready: dict[str, asyncio.Future] = field(default_factory=dict)
+    node: Node | None = None
 
 
 class LayerBroker:
@@ -188,19 +255,33 @@ class LayerBroker:
         self.history: DurableHistory | None = None
         self.presence: RedisPresence | None = None
         self.redis: RedisConnection | None = None
+        self.nodes: RedisNodes | None = None
         host, self._group_prefix = _redis_host(layer)
         if host is not None:
             redis = self.redis = RedisConnection(host)
             self.history = DurableHistory(RedisHistory(redis))
             self.presence = RedisPresence(redis)
+            self.nodes = RedisNodes(redis)
         self._links: weakref.WeakKeyDictionary[Receiver, _Link] = weakref.WeakKeyDictionary()
 
     async def start(self, hub: Receiver) -> None:
         link = _Link(await self.layer.new_channel("realtime.hub."))
+        link.node = new_node(link.channel)
         await self.layer.group_add(CONTROL_GROUP, link.channel)
         self._links[hub] = link
         hub.spawn(self._receive(hub, link))
         hub.spawn(self._watch(hub, link))
+        if self.nodes is not None:
+            hub.spawn(self._beat(link.node))
+
+    async def _beat(self, node: Node) -> None:
+        """Keep this hub listed in the node registry."""
+        while True:
+            try:
+                await self.nodes.beat(node)
+            except Exception as error:
+                logger.debug("realtime: could not renew the node registry entry: %s", error)
+            await asyncio.sleep(BEAT_INTERVAL)
 
     async def _watch(self, hub: Receiver, link: _Link) -> None:
         """Notice the broker going away and coming back.
@@ -211,15 +292,23 @@ class LayerBroker:
         have been lost in between, so every local subscriber is told.
         """
         healthy = True
+        counters = stats.counters
+        last = hub.loop.time()
         while True:
             await asyncio.sleep(PROBE_INTERVAL)
             link.probe_returned.clear()
+            sent = hub.loop.time()
             try:
                 await asyncio.wait_for(self.layer.send(link.channel, {"type": PROBE}), PROBE_TIMEOUT)
                 await asyncio.wait_for(link.probe_returned.wait(), PROBE_TIMEOUT)
                 ok = True
+                counters.round_trip.observe(hub.loop.time() - sent)
             except Exception:  # timeouts included
                 ok = False
+                counters.redis_errors += 1
+                counters.outage_seconds += hub.loop.time() - last
+            last = hub.loop.time()
+            counters.broker_up = int(ok)
             if ok and not healthy:
                 logger.warning(
                     "realtime: the broker is back; telling subscribers they may have missed messages"
@@ -255,6 +344,91 @@ class LayerBroker:
                 hub.changed()
             elif kind == PROBE:
                 link.probe_returned.set()
+            elif kind == COMMAND:
+                hub.spawn(self._answer(hub, link, message))
+
+    async def _answer(self, hub: Receiver, link: _Link, message: dict) -> None:
+        """Carry out a server API command and reply to whoever asked.
+
+        A command that arrives after its deadline (this process was stopped, or
+        overloaded) is dropped: the asker has reported this process as not answering,
+        and carrying the command out later would surprise it.
+        """
+        if time.time() > message["deadline"]:
+            logger.warning("realtime: a server API command arrived after its deadline; ignored")
+            return
+        reply = {"type": REPLY, "token": message["token"], "node": link.node.identity()}
+        try:
+            reply["result"] = await hub.operate(message["command"])
+        except Exception as error:
+            reply["error"] = _error_of(error)
+        try:
+            await self.layer.send(message["reply_to"], reply)
+        except Exception as error:
+            logger.warning("realtime: could not reply to a server API command: %s", error)
+
+    async def request(self, command: dict, timeout: float, node: str | None = None) -> Replies:
+        """Send ``command`` to every hub (or to the one whose node id is ``node``) and
+        collect the replies on a layer channel of this caller's own, until every hub in
+        the node registry has answered or ``timeout`` seconds have passed."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + timeout
+        expected: dict[str, Node] | None = None
+        if self.nodes is not None:
+            with unavailable("the broker"):
+                # None when nobody is listed (Redis lost the registry?): wait the whole timeout.
+                expected = {known.id: known for known in await self.nodes.live()} or None
+        target = None
+        if node is not None:
+            target = (expected or {}).get(node)
+            if target is None:
+                raise InvalidData(f"no live server process has the id {node!r}")
+            expected = {node: target}
+        token = secrets.token_hex(8)
+        answers: dict[str, dict] = {}
+        subscribed, finished = asyncio.Event(), asyncio.Event()
+        with unavailable("the broker"):
+            reply_to = await self.layer.new_channel("realtime.reply.")
+
+        async def collect() -> None:
+            while True:
+                message = await self.layer.receive(reply_to)
+                kind = message.get("type")
+                if kind == PROBE:
+                    subscribed.set()
+                elif kind == REPLY and message.get("token") == token:
+                    answer = {"node": message["node"]}
+                    answer.update({key: message[key] for key in ("result", "error") if key in message})
+                    answers[answer["node"]["id"]] = answer
+                    if expected is not None and expected.keys() <= answers.keys():
+                        finished.set()
+
+        collector = loop.create_task(collect())
+        try:
+            with unavailable("the broker"):
+                # The reply channel is listened to once a probe sent to it comes back.
+                await asyncio.wait_for(self.layer.send(reply_to, {"type": PROBE}), timeout)
+                await _first(collector, subscribed, max(0.0, give_up - loop.time()))
+                if not subscribed.is_set():
+                    raise Unavailable("the broker did not deliver to this process in time")
+                message = {
+                    "type": COMMAND,
+                    "token": token,
+                    "reply_to": reply_to,
+                    "deadline": time.time() + max(0.0, give_up - loop.time()),
+                    "command": command,
+                }
+                if target is not None:
+                    await self.layer.send(target.channel, message)
+                else:
+                    await self.layer.group_send(CONTROL_GROUP, message)
+                await _first(collector, finished, max(0.0, give_up - loop.time()))
+        finally:
+            # Cancelling the receive also unsubscribes the reply channel (channels_redis).
+            collector.cancel()
+            await asyncio.wait([collector])
+        missing = [known.identity() for key, known in (expected or {}).items() if key not in answers]
+        return Replies(list(answers.values()), missing)
 
     async def listen(self, topic: str, hub: Receiver) -> None:
         """Join the topic's group and return once Redis delivers it here.
@@ -360,6 +534,17 @@ class LayerBroker:
 # fixed-length strings (fixstr), so the Lua script can append them to bytes made here.
 _MSGPACK_OFFSET = msgpack.packb("offset") + bytes([0xA0 | OFFSET_DIGITS])
 _MSGPACK_MIDDLE = msgpack.packb("epoch") + bytes([0xA0 | EPOCH_BYTES * 2])
+
+
+async def _first(collector: asyncio.Task, event: asyncio.Event, timeout: float) -> None:
+    """Wait for ``event``, at most ``timeout`` seconds; a collector that failed raises."""
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait([collector, waiter], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+    if collector.done() and not collector.cancelled() and collector.exception() is not None:
+        raise collector.exception()
 
 
 def _msgpack_head(message: dict) -> bytes:

@@ -26,6 +26,7 @@ STRING = "a non-empty string"
 PATH = "a URL path starting with /"
 ORIGINS = "None or a list of strings"
 SERVICES = "a dict"
+NETWORKS = "a list of IP addresses or networks (CIDR)"
 
 
 @dataclass(frozen=True)
@@ -73,9 +74,21 @@ class Setting(Generic[T]):
             )
         elif self.kind == SERVICES:
             ok = isinstance(value, dict)
+        elif self.kind == NETWORKS:
+            ok = isinstance(value, (list, tuple)) and all(_is_network(item) for item in value)
         else:  # pragma: no cover - a declaration below names an unknown kind
             raise AssertionError(self.kind)
         return None if ok else f"must be {self.kind}, not {value!r}"
+
+
+def _is_network(value: Any) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except (TypeError, ValueError):
+        return False
+    return isinstance(value, str)
 
 
 def _user() -> dict[str, Any]:
@@ -134,6 +147,13 @@ class RealtimeSettings:
     BAYEUX_MAX_INTERVAL = Setting[float](10.0, NON_NEGATIVE_NUMBER)
     # Service channel -> dotted path of its handler (realtime.bayeux.services).
     BAYEUX_SERVICES = Setting["dict[str, str]"]({}, SERVICES, "realtime.E006")
+    # The server API (docs/operations.md): seconds a call waits for every server process
+    # to answer; a process that has not answered by then is reported as missing.
+    API_TIMEOUT = Setting[float](2.0, POSITIVE_NUMBER)
+    # Addresses (REMOTE_ADDR) that may read /realtime/metrics without credentials, e.g.
+    # ["10.0.0.0/8"] for the Prometheus servers. Others need an admin key (or a read-write
+    # key on all channels) or a staff session.
+    METRICS_ALLOWED_IPS = Setting["list[str]"]([], NETWORKS)
 
     @classmethod
     def declared(cls) -> dict[str, Setting]:

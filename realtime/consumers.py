@@ -166,6 +166,9 @@ class RealtimeConsumer(Consumer):
     def replace_principal(self, principal: auth.Principal) -> None:
         self.principal = principal
 
+    def disconnect(self, code: int, reason: str = "") -> None:
+        self.close_soon(code, reason)
+
     # Helpers -----------------------------------------------------------------------
 
     def _logout(self) -> None:

@@ -35,6 +35,10 @@ class CloseCode(enum.IntEnum):
     ORIGIN_NOT_ALLOWED = 4003
     TOO_SLOW = 4004
     UNAVAILABLE = 4005
+    # The server API's disconnect: the first may reconnect (after a back-off), the
+    # second must not (reconnecting unchanged would be disconnected again).
+    DISCONNECTED = 4100
+    DISCONNECTED_FOR_GOOD = 4101
 
 
 class RealtimeError(Exception):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from .auth import Principal
@@ -26,6 +26,7 @@ from .errors import Unavailable
 from .names import pattern_prefix, patterns_matching, topic
 from .permissions import get_policy
 from .protocol import join_frame, leave_frame, missed_frame
+from .stats import counters
 
 logger = logging.getLogger("realtime")
 
@@ -52,6 +53,10 @@ class Subscriber(Protocol):
     def replace_principal(self, principal: Principal) -> None:
         """The same credentials, re-read from the database (a key's scope may have changed)."""
 
+    def disconnect(self, code: int, reason: str = "") -> None:
+        """Close the connection, after what is queued (the server API's ``disconnect``);
+        ``code`` tells the client whether to reconnect."""
+
 
 class Hub:
     def __init__(self, loop: asyncio.AbstractEventLoop, broker: Broker) -> None:
@@ -59,6 +64,11 @@ class Hub:
         self.broker = broker
         # Called when keys or channels changed (set by realtime.runtime).
         self.on_change: Callable[[], None] | None = None
+        # Carries out server API commands (set by realtime.runtime: realtime.operations).
+        self.on_command: Callable[[dict], Awaitable[dict]] | None = None
+        # Channel -> publications delivered here, while the server API measures rates
+        # (realtime.operations turns it on while someone asks; None: not counting).
+        self.published: dict[str, int] | None = None
         # Subscription name (a channel, or a pattern such as rooms/*) -> its local subscribers.
         self.subscribers: dict[str, set[Subscriber]] = {}
         self.patterns: set[str] = set()
@@ -183,6 +193,8 @@ class Hub:
             return
         del self.subscribers[name]
         self.patterns.discard(name)
+        if self.published is not None:
+            self.published.pop(name, None)
         key = topic(name)
         names = self.topics.get(key)
         if names is not None:
@@ -215,6 +227,11 @@ class Hub:
         if via is None or via == "exact":
             subs = self.subscribers.get(name)
             if subs:
+                # Counted per publication, not per delivery: off the per-subscriber loop.
+                counters.delivered += len(subs)
+                published = self.published
+                if published is not None:
+                    published[name] = published.get(name, 0) + 1
                 if name not in self.holding and name not in self.skipping:
                     for conn in subs:
                         conn.push(frame)
@@ -252,6 +269,7 @@ class Hub:
         exact = self.subscribers.get(name, ())
         policy = get_policy()
         seen: set = set()
+        pushed = 0
         # Prefixed patterns come first, so a connection that also holds a bare pattern
         # is served by the tree copy and skipped when the bare-pattern copy arrives.
         for pattern in patterns_matching(name):
@@ -265,6 +283,8 @@ class Hub:
                 seen.add(conn)
                 if responsible and info is not None and policy.can_subscribe(conn.principal, info):
                     conn.push(frame)
+                    pushed += 1
+        counters.delivered += pushed
 
     def broker_recovered(self) -> None:
         """The broker was unreachable for a while: every subscription may have a gap."""
@@ -317,3 +337,9 @@ class Hub:
         """Keys or channels changed somewhere (announced through the broker)."""
         if self.on_change is not None:
             self.on_change()
+
+    async def operate(self, command: dict) -> dict:
+        """A server API command, sent through the broker (``realtime.operations``)."""
+        if self.on_command is None:
+            raise Unavailable("this process is still starting")
+        return await self.on_command(command)

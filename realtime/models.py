@@ -132,9 +132,11 @@ class AccessKey(models.Model):
 
     READ_ONLY = "read-only"
     READ_WRITE = "read-write"
+    ADMIN = "admin"
     ACCESS_CHOICES = [
         (READ_ONLY, _("read-only (subscribe)")),
         (READ_WRITE, _("read-write (subscribe and publish)")),
+        (ADMIN, _("admin (read-write, the server API and metrics)")),
     ]
 
     name = models.CharField(_("name"), max_length=100, unique=True)

@@ -29,6 +29,8 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 
+from . import stats
+
 logger = logging.getLogger("realtime")
 
 
@@ -99,9 +101,11 @@ class Outbox:
 
     def push_message(self, message: dict) -> None:
         if self.closed:
+            stats.counters.dropped += 1
             return
         if self._backlog is not None:
             if len(self._backlog) >= self.limit:
+                stats.counters.dropped += len(self._backlog) + 1
                 self.closed = True
                 self._backlog.clear()
                 # Called soon, not now: push() runs inside the hub's fan-out loop,

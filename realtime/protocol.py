@@ -394,6 +394,12 @@ def unsubscribed_frame(channel: str, reason: str) -> str:
     return encode({"unsubscribed": {"channel": channel, "reason": reason}})
 
 
+def subscribed_frame(channel: str, fields: dict) -> str:
+    """The server subscribed this connection (the server API); ``fields`` are those a
+    ``subscribe`` reply would carry (offset, epoch, client)."""
+    return encode({"subscribed": {"channel": channel, **fields}})
+
+
 def missed_frame(channel: str, reason: str) -> str:
     """The subscription is still there, but publications on it may have been lost."""
     return encode({"missed": {"channel": channel, "reason": reason}})

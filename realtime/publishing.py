@@ -21,7 +21,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 
-from . import protocol, registry, runtime
+from . import protocol, registry, runtime, stats
 from .broker import get_broker
 from .conf import settings
 from .errors import InvalidChannel, InvalidData, MessageTooLarge
@@ -89,6 +89,7 @@ async def send_publication(
     if size > limit:
         raise MessageTooLarge(f"publications are limited to {limit} bytes")
     position = await get_broker().publish(channel, frame, info)
+    stats.counters.published += 1
     if position is None:
         return Publication(channel, event, data)
     return Publication(channel, event, data, position.offset, position.epoch)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from . import stats
+
 
 class TokenBucket:
     __slots__ = ("rate", "burst", "tokens", "stamp")
@@ -20,6 +22,7 @@ class TokenBucket:
         self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
         if self.tokens < 1:
+            stats.counters.rate_limited += 1
             return False
         self.tokens -= 1
         return True

@@ -1,5 +1,6 @@
 """What each event loop runs to serve connections: its hub, started on its broker,
-with revalidation attached; and whether this process serves at all.
+with revalidation and the server API's operator attached; and whether this process
+serves at all.
 
 Internal. Consumers and views call :func:`get_hub`; the first call on a loop creates
 and starts the hub, and a hub whose start failed (Redis down) is forgotten, so the next
@@ -20,6 +21,7 @@ from .broker import describe, get_broker
 from .conf import settings
 from .errors import Unavailable
 from .hub import Hub
+from .operations import Operator
 from .revalidation import Revalidator
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
@@ -40,6 +42,8 @@ def serving() -> bool:
 
 
 async def _start(hub: Hub) -> None:
+    # The operator first: the broker may deliver a command as soon as the hub started.
+    Operator(hub)
     await hub.start()
     Revalidator(hub, settings.REVALIDATE_INTERVAL)
 
@@ -63,3 +67,15 @@ async def get_hub() -> Hub:
         hub.stop()
         raise Unavailable("the broker is unreachable") from error
     return hub
+
+
+def hubs() -> list[Hub]:
+    """The started hubs of this process (one per event loop that serves connections)."""
+    return [
+        hub
+        for loop, hub in list(_hubs.items())
+        if not loop.is_closed()
+        and hub.started.done()
+        and not hub.started.cancelled()
+        and hub.started.exception() is None
+    ]

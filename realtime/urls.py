@@ -2,13 +2,16 @@
 
 from django.urls import path, re_path
 
-from . import views
+from . import api_views, metrics, views
 from .bayeux.http import bayeux_view
 
 app_name = "realtime"
 
 urlpatterns = [
     path("api/publish", views.publish_view, name="publish"),
+    # The server API (docs/operations.md) and Prometheus metrics.
+    path("api/<str:call>", api_views.api_view, name="api"),
+    path("metrics", metrics.metrics_view, name="metrics"),
     path("token", views.token_view, name="token"),
     path("log/<path:channel>", views.log_view, name="log"),
     # Bayeux long-polling and callback-polling; CometD appends /handshake, /connect...

@@ -19,7 +19,7 @@ from django.utils.http import http_date
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 
-from . import actions, auth, keys, protocol, tokens
+from . import actions, auth, keys, protocol, stats, tokens
 from .broker import get_broker
 from .conf import settings
 from .errors import (
@@ -56,6 +56,8 @@ def error_boundary(view):
         try:
             return await view(request, *args, **kwargs)
         except RealtimeError as error:
+            if error.code == ErrorCode.INVALID_CREDENTIALS:
+                stats.counters.auth_failed("http")
             return error_response(error.code, error.http_status, error.detail)
         except Exception:
             logger.exception("realtime: unexpected error in %s", view.__name__)

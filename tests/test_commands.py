@@ -112,7 +112,7 @@ def test_key_create_refuses_a_non_positive_expiry():
 @pytest.mark.django_db
 def test_key_create_refuses_an_unknown_access():
     with pytest.raises(CommandError, match="invalid choice"):
-        run("realtime_key create --name k --access admin --all-channels")
+        run("realtime_key create --name k --access owner --all-channels")
 
 
 def test_key_command_requires_a_subcommand():

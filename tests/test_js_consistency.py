@@ -50,7 +50,13 @@ def test_protocol_version_is_the_servers():
 
 
 def test_client_does_not_reconnect_after_the_final_close_codes():
-    # Retrying after 4002 (auth failures) or 4003 (origin) would fail again: docs/protocol.md.
-    line = re.search(r"const FINAL_CLOSE_CODES = new Set\(\[(.*?)\]\)", CLIENT_JS).group(1)
-    finals = {CloseCode[name.strip().removeprefix("CLOSE_CODES.")] for name in line.split(",")}
-    assert finals == {CloseCode.TOO_MANY_AUTH_FAILURES, CloseCode.ORIGIN_NOT_ALLOWED}
+    # Retrying after 4002 (auth failures), 4003 (origin) or 4101 (an operator's disconnect
+    # for good) would fail again: docs/protocol.md.
+    line = re.search(r"const FINAL_CLOSE_CODES = new Set\(\[(.*?)\]\)", CLIENT_JS, re.DOTALL).group(1)
+    names = [name.strip() for name in line.split(",") if name.strip()]
+    finals = {CloseCode[name.removeprefix("CLOSE_CODES.")] for name in names}
+    assert finals == {
+        CloseCode.TOO_MANY_AUTH_FAILURES,
+        CloseCode.ORIGIN_NOT_ALLOWED,
+        CloseCode.DISCONNECTED_FOR_GOOD,
+    }

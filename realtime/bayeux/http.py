@@ -19,6 +19,7 @@ import re
 from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from .. import stats
 from ..conf import settings
 from ..errors import Unavailable
 from ..origins import origin_allowed
@@ -48,7 +49,8 @@ class HttpExchange:
             session.attach(None)
 
     def handshake_failed(self) -> None:
-        pass  # nothing to count: each request stands alone
+        # Nothing closes (each request stands alone), but the metrics count it.
+        stats.counters.auth_failed("bayeux")
 
 
 @csrf_exempt

@@ -23,7 +23,7 @@ from typing import Any
 
 from .. import actions, protocol, registry
 from ..conf import settings
-from ..errors import InvalidData, RateLimited, RealtimeError
+from ..errors import CloseCode, InvalidData, RateLimited, RealtimeError
 from ..positions import Position
 from ..publishing import validate_event
 from ..ratelimit import TokenBucket
@@ -39,6 +39,8 @@ SUPERSEDED = "superseded"
 
 class Session:
     """One Bayeux client, as the hub sees it (a ``hub.Subscriber``)."""
+
+    protocol = "bayeux"
 
     def __init__(self, server: BayeuxServer, principal) -> None:
         self.server = server
@@ -75,6 +77,12 @@ class Session:
 
     def replace_principal(self, principal) -> None:
         self.principal = principal
+
+    def disconnect(self, code: int, reason: str = "") -> None:
+        # The server API's disconnect: the session ends; the reply to its connect
+        # advises no reconnect for good, or a new handshake.
+        final = code == CloseCode.DISCONNECTED_FOR_GOOD
+        self.server.end(self, "disconnect" if final else "disconnected")
 
     # Deliveries --------------------------------------------------------------------
 

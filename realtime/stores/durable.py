@@ -19,6 +19,7 @@ from asgiref.sync import sync_to_async
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
+from .. import stats
 from ..errors import Unavailable
 from ..positions import Position, new_epoch
 from ..registry import ChannelInfo
@@ -55,10 +56,18 @@ class DurableHistory:
         return await self._with_restore(name, info, lambda: append(name, frame, info, copies, middle))
 
     async def read(self, name: str, info: ChannelInfo, since: int, limit: int, epoch: str | None) -> Page:
+        stats.counters.history_reads += 1
         return await self._with_restore(name, info, lambda: self.store.read(name, info, since, limit, epoch))
 
     async def position(self, name: str, info: ChannelInfo) -> Position:
         return await self._with_restore(name, info, lambda: self.store.position(name, info))
+
+    async def remove(self, name: str, info: ChannelInfo) -> None:
+        """Forget the channel's stream, and its database copy if durable: the next
+        publication starts a new epoch, so clients that recover are told recovered: false."""
+        if info.history_durable:
+            await sync_to_async(forget)(name)
+        await self.store.remove(name)
 
     async def persist(self, name: str, position: Position, frame: str, info: ChannelInfo) -> None:
         """Write a durable channel's publication to the database (a thread hop, durable
@@ -88,6 +97,14 @@ def restore(name: str, info: ChannelInfo) -> tuple[str, int, list[tuple[int, flo
     kept = list(rows.values_list("offset", "created_at", "frame")[: info.history_size])
     kept.reverse()
     return stream.epoch, stream.offset, [(offset, at.timestamp(), frame) for offset, at, frame in kept]
+
+
+def forget(name: str) -> None:
+    """Delete a durable stream's database copy (its publications go with it)."""
+    from ..models import Stream
+
+    close_old_connections()
+    Stream.objects.filter(name=name).delete()
 
 
 def store(name: str, offset: int, epoch: str, frame: str, info: ChannelInfo) -> None:

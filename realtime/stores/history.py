@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from .. import protocol
 from ..positions import Position, new_epoch
 from ..registry import ChannelInfo
-from .redis import RedisConnection
+from .redis import RedisConnection, unavailable
 
 META_GRACE = 7 * 24 * 3600  # seconds a stream's epoch and offset outlive its last publication
 KEY_PREFIX = "realtime:history:"
@@ -137,6 +137,11 @@ class MemoryHistory:
     async def position(self, name: str, info: ChannelInfo) -> Position:
         stream = self._stream(name, info)
         return Position(stream.offset, stream.epoch)
+
+    async def remove(self, name: str) -> None:
+        """Forget the stream: its next publication starts a new epoch at offset 1."""
+        with self._lock:
+            self._streams.pop(name, None)
 
     async def restore(self, name: str, info: ChannelInfo, epoch: str, offset: int, rows: list) -> None:
         """Recreate a lost stream as the database kept it (unless it is back already)."""
@@ -273,6 +278,11 @@ class RedisHistory:
             args += [channel, head]
         result = await self._call(APPEND, name, args)
         return Position(int(result[0]), result[1]), result[2]
+
+    async def remove(self, name: str) -> None:
+        """Forget the stream: its next publication starts a new epoch at offset 1."""
+        with unavailable("history"):
+            await self.redis.client().delete(*keys_for(name))
 
     async def restore(self, name: str, info: ChannelInfo, epoch: str, offset: int, rows: list) -> None:
         args = [epoch, offset, info.history_ttl, META_GRACE]

@@ -14,6 +14,7 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from .. import stats
 from ..errors import Unavailable
 
 
@@ -37,6 +38,7 @@ def unavailable(what: str) -> Iterator[None]:
         raise
     except Exception as error:
         if is_unavailable(error):
+            stats.counters.redis_errors += 1
             raise Unavailable(f"{what} is unreachable: {error}") from error
         raise
 

@@ -38,7 +38,9 @@ class Command(BaseCommand):
         create.add_argument(
             "--name", required=True, help="A unique name, e.g. the service that uses the key."
         )
-        create.add_argument("--access", required=True, choices=[AccessKey.READ_ONLY, AccessKey.READ_WRITE])
+        create.add_argument(
+            "--access", required=True, choices=[AccessKey.READ_ONLY, AccessKey.READ_WRITE, AccessKey.ADMIN]
+        )
         create.add_argument(
             "--channel",
             action="append",

@@ -36,6 +36,8 @@ export declare const CLOSE_CODES: Readonly<{
   ORIGIN_NOT_ALLOWED: 4003;
   TOO_SLOW: 4004;
   UNAVAILABLE: 4005;
+  DISCONNECTED: 4100;
+  DISCONNECTED_FOR_GOOD: 4101;
 }>;
 
 export declare const STATES: Readonly<{
@@ -111,7 +113,9 @@ export type Notice =
   /** "broker_unavailable" (not recoverable from history), or "not_recovered" after a reconnect. */
   | { missed: { channel: string; reason: string } }
   | { join: { channel: string; client: string; user: PublicationUser | null } }
-  | { leave: { channel: string; client: string; user: PublicationUser | null } };
+  | { leave: { channel: string; client: string; user: PublicationUser | null } }
+  /** The server API subscribed this connection (not renewed after a reconnect). */
+  | { subscribed: { channel: string; offset?: number; epoch?: string; client?: string } };
 
 export interface UnsubscribedInfo {
   channel: string;

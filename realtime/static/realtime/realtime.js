@@ -30,8 +30,9 @@
  * fresh token from `tokenUrl` when it has none, when it has expired, or when the server
  * refuses it) and subscribes again to every live subscription, in the order they were made.
  * It reconnects with exponential back-off and jitter, except after close codes 4002 (too
- * many failed auth attempts) and 4003 (origin not allowed): retrying unchanged would fail
- * again, so the client goes to "closed".
+ * many failed auth attempts), 4003 (origin not allowed) and 4101 (an operator disconnected
+ * it for good): retrying unchanged would fail again, so the client goes to "closed". After
+ * 4100 (an operator disconnected it, asking it to come back) it reconnects as usual.
  *
  * The client says "connected" only once the server has answered on the new socket: the
  * `auth` reply, or without credentials the reply to one `{"ping": true}` (a server that
@@ -51,7 +52,9 @@
  *   realtime:state    detail {state, previous, code?, reason?, retryIn?}
  *   realtime:message  detail {channel, event, data, user?, offset?, epoch?}: every publication received
  *   realtime:notice   detail: the server's notice frame, {"unsubscribed": {...}}, {"logout": {...}},
- *                     {"missed": {...}}, {"join": {...}} or {"leave": {...}}
+ *                     {"missed": {...}}, {"join": {...}}, {"leave": {...}} or {"subscribed": {...}}
+ *                     (the server API subscribed this connection; its publications arrive as
+ *                     realtime:message events, and it is not renewed after a reconnect)
  *   realtime:error    detail {error}: errors no promise can carry (a failed re-authentication
  *                     or re-subscription after a reconnect, an error reply without an id)
  */
@@ -91,6 +94,8 @@ export const CLOSE_CODES = Object.freeze({
   ORIGIN_NOT_ALLOWED: 4003,
   TOO_SLOW: 4004,
   UNAVAILABLE: 4005,
+  DISCONNECTED: 4100,
+  DISCONNECTED_FOR_GOOD: 4101,
 });
 
 export const STATES = Object.freeze({
@@ -102,7 +107,11 @@ export const STATES = Object.freeze({
 });
 
 /** Close codes after which reconnecting unchanged would only fail again. */
-const FINAL_CLOSE_CODES = new Set([CLOSE_CODES.TOO_MANY_AUTH_FAILURES, CLOSE_CODES.ORIGIN_NOT_ALLOWED]);
+const FINAL_CLOSE_CODES = new Set([
+  CLOSE_CODES.TOO_MANY_AUTH_FAILURES,
+  CLOSE_CODES.ORIGIN_NOT_ALLOWED,
+  CLOSE_CODES.DISCONNECTED_FOR_GOOD,
+]);
 const OPEN = 1; // WebSocket.OPEN, spelled out so that injected implementations need not define it
 const ABNORMAL = 1006; // the close code reported when the client itself gives up on a socket
 const TOKEN_EXPIRY_MARGIN_MS = 5000;
@@ -692,6 +701,7 @@ export class RealtimeClient extends EventTarget {
     // channel has history, otherwise the page learns of it.
     else if (frame.missed) this._onMissed(frame);
     else if (frame.join || frame.leave) this._emit("realtime:notice", frame);
+    else if (frame.subscribed) this._onSubscribedNotice(frame);
     // Anything else is from a later protocol version: ignored, as the protocol asks.
   }
 
@@ -737,6 +747,14 @@ export class RealtimeClient extends EventTarget {
       this._subscriptions.filter((subscription) => subscription.channel === channel),
       reason,
     );
+    this._emit("realtime:notice", frame);
+  }
+
+  _onSubscribedNotice(frame) {
+    // Subscribed by the server: remember where the stream stands, so that what follows
+    // is judged like any other publication (never twice).
+    const {channel, offset, epoch} = frame.subscribed;
+    if (typeof offset === "number" && typeof channel === "string") this._positions.set(channel, {offset, epoch});
     this._emit("realtime:notice", frame);
   }
 
