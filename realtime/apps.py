@@ -10,9 +10,9 @@ def _served_over_asgi(sender, **kwargs) -> None:
     """The first request through an ASGI server: this process serves (and says how
     publications travel). Disconnected at once, so later requests pay nothing."""
     if isinstance(sender, type) and issubclass(sender, ASGIHandler):
-        from . import runtime
+        from .broker import mark_serving
 
-        runtime.mark_serving()
+        mark_serving()
         request_started.disconnect(dispatch_uid="realtime.served_over_asgi")
 
 

@@ -614,6 +614,24 @@ def reset() -> None:
         _no_layer = None
 
 
+_serving = False
+
+
+def mark_serving() -> None:
+    """This process serves (a hub was made in it, or it handled a request through an ASGI
+    server): say once how publications travel. On the in-memory layer, publications from
+    any other process (a shell, a worker, a WSGI process) reach no one, and
+    ``realtime.publishing`` warns about them."""
+    global _serving
+    if not _serving:
+        _serving = True
+        logger.info(describe())
+
+
+def serving() -> bool:
+    return _serving
+
+
 def describe() -> str:
     """One line for the startup log."""
     from channels.layers import get_channel_layer

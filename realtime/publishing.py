@@ -21,8 +21,8 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 
-from . import protocol, registry, runtime, stats
-from .broker import get_broker
+from . import protocol, registry, stats
+from .broker import get_broker, serving
 from .conf import settings
 from .errors import InvalidChannel, InvalidData, MessageTooLarge
 from .names import validate_channel_name
@@ -50,7 +50,7 @@ _warned = False
 
 def _warn_if_nobody_hears(stacklevel: int) -> None:
     global _warned
-    if _warned or runtime.serving() or get_broker().multi_process:
+    if _warned or serving() or get_broker().multi_process:
         return
     _warned = True
     warnings.warn(

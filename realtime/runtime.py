@@ -1,23 +1,19 @@
 """What each event loop runs to serve connections: its hub, started on its broker,
-with revalidation and the server API's operator attached; and whether this process
-serves at all.
+with revalidation and the server API's operator attached.
 
 Internal. Consumers and views call :func:`get_hub`; the first call on a loop creates
 and starts the hub, and a hub whose start failed (Redis down) is forgotten, so the next
 connection tries again.
 
-A process *serves* once a hub was made in it, or once it handled a request through an
-ASGI server (``apps`` marks it). On the in-memory layer, publications from any other
-process (a shell, a worker, a WSGI process) reach no one: ``realtime.publishing`` warns.
+Making a hub marks the process as one that serves (``realtime.broker.mark_serving``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import weakref
 
-from .broker import describe, get_broker
+from .broker import get_broker, mark_serving
 from .conf import settings
 from .errors import Unavailable
 from .hub import Hub
@@ -25,20 +21,6 @@ from .operations import Operator
 from .revalidation import Revalidator
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
-_serving = False
-logger = logging.getLogger("realtime")
-
-
-def mark_serving() -> None:
-    """This process serves (an ASGI request or a WebSocket): say once how publications travel."""
-    global _serving
-    if not _serving:
-        _serving = True
-        logger.info(describe())
-
-
-def serving() -> bool:
-    return _serving
 
 
 async def _start(hub: Hub) -> None:

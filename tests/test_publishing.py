@@ -13,7 +13,7 @@ from django.core.handlers.wsgi import WSGIHandler
 from django.core.signals import request_started
 
 import realtime
-from realtime import publishing, runtime
+from realtime import broker, publishing, runtime
 from realtime.publishing import NotDeliveredWarning
 from tests.services import ROOT
 
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def fresh_process(monkeypatch):
     """This process as a shell or a worker sees it: nothing served yet, nothing said yet."""
-    monkeypatch.setattr(runtime, "_serving", False)
+    monkeypatch.setattr(broker, "_serving", False)
     monkeypatch.setattr(publishing, "_warned", False)
     # The first ASGI request marks the process; the receiver disconnects itself after it.
     from realtime.apps import _served_over_asgi
@@ -73,9 +73,9 @@ async def test_no_warning_once_a_hub_serves_in_this_process(fresh_process, news,
 
 def test_no_warning_after_a_request_through_an_asgi_server(fresh_process, news):
     request_started.send(sender=WSGIHandler, environ={})
-    assert not runtime.serving()  # a WSGI process serves no WebSockets
+    assert not broker.serving()  # a WSGI process serves no WebSockets
     request_started.send(sender=ASGIHandler, scope={})
-    assert runtime.serving()
+    assert broker.serving()
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
