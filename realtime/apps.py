@@ -14,9 +14,10 @@ class RealtimeConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # signals connects the model receivers, changes the settings receiver.
-        from . import broker, changes, signals  # noqa: F401
+        # changes connects the model and settings receivers; webhooks its event sink.
+        from . import broker, changes, webhooks  # noqa: F401
         from .checks import check_settings
 
         checks.register(check_settings)
+        webhooks.install()
         logger.info(broker.describe())

@@ -42,6 +42,8 @@ class Consumer:
     outbox: Outbox | None = None
     invalid_frames = 0
     auth_failures = 0
+    # The close code this side sent, if it closed the connection.
+    close_code: int | None = None
 
     async def __call__(self, scope: dict, receive, send) -> None:
         self.scope = scope
@@ -141,6 +143,7 @@ class Consumer:
             asyncio.get_running_loop().create_task(self._close_after_queued(code))
 
     async def _close_after_queued(self, code: int) -> None:
+        self.close_code = int(code)
         await self.outbox.flush()
         self.outbox.push_message({"type": "websocket.close", "code": int(code)})
         self.outbox.closed = True
@@ -148,6 +151,7 @@ class Consumer:
     def too_slow(self) -> None:
         """The outbox overflowed: frames were lost, so close at once (4004)."""
         logger.info("realtime: closing a %s that reads too slowly", type(self).__name__)
+        self.close_code = int(CloseCode.TOO_SLOW)
         self.closing = True
         self.let_go("too_slow")
         asyncio.get_running_loop().create_task(self._send_close(CloseCode.TOO_SLOW))
