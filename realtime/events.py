@@ -25,6 +25,7 @@ from typing import Any
 
 from django.dispatch import Signal
 
+from . import signals as public_signals
 from .conf import settings
 
 logger = logging.getLogger("realtime")
@@ -89,9 +90,7 @@ _dispatchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Dispatcher] 
 
 
 def _name(signal: Signal) -> str:
-    from . import signals
-
-    for name, value in vars(signals).items():
+    for name, value in vars(public_signals).items():
         if value is signal:
             return f"realtime.signals.{name}"
     return repr(signal)
