@@ -1,8 +1,10 @@
-"""Server-side handlers for the demo's Bayeux service channels (docs/bayeux.md).
+"""Service handlers mapped the older way, in ``REALTIME["BAYEUX_SERVICES"]`` (docs/bayeux.md).
 
-Mapped in settings: ``REALTIME["BAYEUX_SERVICES"]``. A CometD client calls them with
-``cometd.remoteCall("echo", data, callback)``; any Bayeux client can publish to
-``/service/echo`` and read the reply's ``data``.
+The demo itself registers its methods in code (``demo_site/rpc.py``); the test servers map
+these (``tests/conftest.py``) to keep that setting tested: each mapped ``/service/<name>``
+becomes the RPC method ``<name>``, for Bayeux (``cometd.remoteCall("echo", data, callback)``)
+and native clients (``{"rpc": {"method": "echo"}}``) alike, in place of a method of the
+same name registered in code.
 """
 
 from realtime.errors import AccessDenied

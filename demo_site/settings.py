@@ -77,14 +77,13 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
-# Browser tokens: who may read and write where (demo_site/realtime_grants.py).
 REALTIME = {
+    # Browser tokens: who may read and write where (demo_site/realtime_grants.py).
     "TOKEN_GRANT": "demo_site.realtime_grants.grant",
-    # Request/response over Bayeux (demo_site/bayeux_services.py).
-    "BAYEUX_SERVICES": {
-        "/service/echo": "demo_site.bayeux_services.echo",
-        "/service/whoami": "demo_site.bayeux_services.whoami",
-    },
+    # Chat messages pass through the demo's handler: moderated, stored, mentions told.
+    "PUBLISH_HANDLERS": {"rooms": "demo_site.chat.on_message"},
+    # RPC methods are registered in code (demo_site/rpc.py); Bayeux clients reach them at
+    # /service/echo, /service/whoami and /service/chat.recent.
 }
 
 LANGUAGE_CODE = "en-us"

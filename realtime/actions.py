@@ -4,7 +4,7 @@ The native WebSocket consumer and the Bayeux endpoint differ only in their wire
 formats; both call these functions with a connection (a ``hub.Subscriber``) and get
 plain results back, or a :class:`~realtime.errors.RealtimeError` to turn into their
 own kind of error reply. Access is decided here, in one place, by the fixed rules and
-the policy (``realtime.permissions``).
+the policy (``realtime.permissions``), with each connection's decisions cached on it.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import auth, protocol, registry, tokens
+from . import auth, events, handlers, permissions, protocol, registry, signals, tokens
 from .auth import Principal
 from .conf import settings
 from .errors import (
@@ -24,9 +24,8 @@ from .errors import (
     TooManySubscriptions,
 )
 from .names import is_pattern, pattern_prefix, validate_channel_name, validate_subscription_name
-from .permissions import get_policy
 from .positions import Position
-from .publishing import Publication, send_publication
+from .publishing import Publication, send_publication, validate_event
 
 
 @dataclass(slots=True)
@@ -56,18 +55,42 @@ async def authorize_channel(principal: Principal | None, name: str) -> registry.
         raise AccessDenied("authenticate first")
     if info is None:
         raise InvalidChannel(f"no active channel covers {name!r}")
-    if not get_policy().can_subscribe(principal, info):
-        raise AccessDenied("channel is outside this key's scope")
+    refusal = await permissions.read_refusal(principal, name, info)
+    if refusal is not None:
+        raise AccessDenied(refusal)
     return info
 
 
 async def authorize_pattern(principal: Principal | None, pattern: str) -> None:
     prefix = pattern_prefix(pattern)
     info = await registry.aresolve(prefix) if prefix else None
-    if not get_policy().can_subscribe_pattern(principal, pattern, info):
+    refusal = await permissions.pattern_refusal(principal, pattern, prefix, info)
+    if refusal is not None:
         if principal is None or info is not None or not prefix:
-            raise AccessDenied("this pattern is outside what these credentials may read")
+            raise AccessDenied(refusal)
         raise InvalidChannel(f"no active channel covers {prefix!r}")
+
+
+async def recheck(hub, conn) -> None:
+    """Ask again whether ``conn``'s principal may keep each of its subscriptions (it
+    changed: a refreshed token), and drop those it may not, with the usual notices."""
+    principal = conn.principal
+    conn.readable.clear()
+    conn.writable.clear()
+    for name in list(conn.subscriptions):
+        if is_pattern(name):
+            prefix = pattern_prefix(name)
+            info = await registry.aresolve(prefix) if prefix else None
+            refusal = await permissions.pattern_refusal(principal, name, prefix, info)
+            reason = "access_revoked"
+        else:
+            info = await registry.aresolve(name)
+            refusal = "gone" if info is None else await permissions.read_refusal(principal, name, info)
+            reason = "channel_unavailable" if info is None else "access_revoked"
+        if conn.principal is not principal:
+            return  # changed again meanwhile: that change is checked on its own
+        if refusal is not None and name in conn.subscriptions:
+            conn.drop_subscription(name, reason)
 
 
 async def subscribe(hub, conn, name: str, since: Position | None = None) -> Subscribed:
@@ -82,6 +105,7 @@ async def subscribe(hub, conn, name: str, since: Position | None = None) -> Subs
     if is_pattern(name):
         await authorize_pattern(conn.principal, name)
         await hub.subscribe(conn, name)
+        events.connection_event(signals.subscribed, conn, channel=name)
         return Subscribed()
     info = await authorize_channel(conn.principal, name)
     try:
@@ -104,6 +128,7 @@ async def subscribe(hub, conn, name: str, since: Position | None = None) -> Subs
         hub.unsubscribe(conn, name)
         raise
     # From here to the caller's reply: no await, so nothing is delivered in between.
+    events.connection_event(signals.subscribed, conn, channel=name)
     reply: dict[str, Any] = {"client": conn.client_id} if info.presence else {}
     if position is None:
         if since is not None:
@@ -162,13 +187,19 @@ async def presence(hub, principal: Principal | None, name: str) -> list[dict]:
     info = await authorize_channel(principal, name)
     if not info.presence:
         raise PresenceDisabled(f"{name!r} has no presence")
-    members, left = await hub.broker.presence.members(name)
-    await hub.announce_left(name, info, left)
+    members, change = await hub.broker.presence.members(name)
+    await hub.presence_changed(name, info, change)
     return members
 
 
-async def publish(principal: Principal | None, name: str, event: str, data: Any) -> Publication:
-    """Publish as ``principal``; subscribers see its user, if it has one."""
+async def publish(principal: Principal | None, name: str, event: str, data: Any, conn=None) -> Publication:
+    """Publish as ``principal``; subscribers see its user, if it has one.
+
+    ``conn`` is the connection (a ``hub.Subscriber``) a client publishes through: its
+    decisions are cached on it, the channel's publish handler runs, and the
+    publication is announced (``signals.client_published``, webhooks). Without one (the
+    HTTP endpoint) the policy is asked each time and no handler runs.
+    """
     if principal is None:
         raise AccessDenied("authenticate first")
     if not principal.can_write:
@@ -177,6 +208,28 @@ async def publish(principal: Principal | None, name: str, event: str, data: Any)
     info = await registry.aresolve(name)
     if info is None:
         raise InvalidChannel(f"no active channel covers {name!r}")
-    if not get_policy().can_publish(principal, info):
-        raise AccessDenied("channel is outside this key's scope")
-    return await send_publication(name, event, data, principal.user, info=info)
+    if conn is not None and name in conn.writable:
+        refusal = conn.writable[name]
+    else:
+        refusal = await permissions.write_refusal(principal, name, info)
+        if conn is not None and conn.principal is principal:
+            if len(conn.writable) >= settings.DECISION_CACHE_SIZE:
+                conn.writable.clear()
+            conn.writable[name] = refusal
+    if refusal is not None:
+        raise AccessDenied(refusal)
+    if conn is None:
+        return await send_publication(name, event, data, principal.user, info=info)
+    handler = handlers.handler_for(info)
+    if handler is not None:
+        publication = handlers.ClientPublication(
+            name, event, data, info, principal, conn.client_id, conn.protocol_name
+        )
+        await handlers.run(handler, publication)
+        event, data = validate_event(publication.event), publication.data
+    sent = await send_publication(name, event, data, principal.user, info=info)
+    if info.webhook_publications or signals.client_published.receivers:
+        events.connection_event(
+            signals.client_published, conn, channel=name, event=event, data=data, row=info
+        )
+    return sent

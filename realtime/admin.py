@@ -24,7 +24,7 @@ from django.utils.translation import ngettext
 
 from . import admin_live, keys
 from .changes import notify_changed
-from .models import AccessKey, Channel
+from .models import WEBHOOK_EVENTS, AccessKey, Channel, WebhookEndpoint
 
 SCOPE_NAMES_SHOWN = 3
 
@@ -62,6 +62,15 @@ class ChannelAdmin(admin.ModelAdmin):
             },
         ),
         (_("Presence"), {"fields": ["presence", "join_leave"]}),
+        (
+            _("Programmable"),
+            {
+                "fields": ["personal", "webhook_publications"],
+                "description": _(
+                    "Personal channels per user, and webhooks for what clients publish (docs/hooks.md)."
+                ),
+            },
+        ),
         (_("Dates"), {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}),
     ]
     actions = ["activate", "deactivate"]
@@ -262,4 +271,98 @@ class AccessKeyAdmin(admin.ModelAdmin):
     def _change_url(self, key: AccessKey) -> str:
         return reverse(
             f"{self.admin_site.name}:{self.opts.app_label}_{self.opts.model_name}_change", args=[key.pk]
+        )
+
+
+class WebhookEndpointForm(forms.ModelForm):
+    url = forms.URLField(label=_("URL"), max_length=500, assume_scheme="https")
+    events = forms.MultipleChoiceField(
+        choices=WEBHOOK_EVENTS, widget=forms.CheckboxSelectMultiple, label=_("events")
+    )
+
+    class Meta:
+        model = WebhookEndpoint
+        fields = ["name", "url", "events", "is_active"]
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(admin.ModelAdmin):
+    """Endpoints for webhooks; the signing secret is shown once, on the page answering the
+    form that created it or the one that regenerated it (as for access keys)."""
+
+    form = WebhookEndpointForm
+    list_display = ["name", "url", "event_list", "is_active", "created_at", "secret_starts_with"]
+    list_filter = ["is_active"]
+    search_fields = ["name", "url"]
+    readonly_fields = ["secret_starts_with", "created_at"]
+    secret_template = "admin/realtime/webhookendpoint/secret.html"
+    regenerate_template = "admin/realtime/webhookendpoint/regenerate_confirmation.html"
+
+    def get_fields(self, request, obj=None):
+        fields = ["name", "url", "events", "is_active"]
+        return fields if obj is None else [*fields, "secret_starts_with", "created_at"]
+
+    @admin.display(description=_("events"))
+    def event_list(self, endpoint: WebhookEndpoint) -> str:
+        return ", ".join(endpoint.events)
+
+    @admin.display(description=_("secret starts with"), ordering="secret_prefix")
+    def secret_starts_with(self, endpoint: WebhookEndpoint) -> str:
+        return f"{endpoint.secret_prefix}…"
+
+    def save_model(self, request, obj, form, change) -> None:
+        if not change:
+            obj._new_secret = obj.set_new_secret()
+        super().save_model(request, obj, form, change)
+
+    def response_add(self, request, obj, post_url_continue=None):
+        response = super().response_add(request, obj, post_url_continue)
+        secret = obj.__dict__.pop("_new_secret", None)
+        if secret is None:
+            return response
+        next_url = response.url if isinstance(response, HttpResponseRedirect) else self._change_url(obj)
+        return self.render_secret(request, obj, secret, next_url, created=True)
+
+    def get_urls(self):
+        name = f"{self.opts.app_label}_{self.opts.model_name}_regenerate"
+        regenerate = path(
+            "<path:object_id>/regenerate/", self.admin_site.admin_view(self.regenerate_view), name=name
+        )
+        return [regenerate, *super().get_urls()]
+
+    def regenerate_view(self, request, object_id):
+        """GET asks for confirmation; POST replaces the secret and shows the new one once."""
+        endpoint = self.get_object(request, unquote(object_id))
+        if endpoint is None:
+            raise Http404(_("No webhook endpoint with this id."))
+        if not self.has_change_permission(request, endpoint):
+            raise PermissionDenied
+        if request.method == "POST":
+            secret = endpoint.set_new_secret()
+            endpoint.save(update_fields=["secret_sealed", "secret_prefix"])
+            self.log_change(request, endpoint, "Regenerated the signing secret.")
+            return self.render_secret(request, endpoint, secret, self._change_url(endpoint), created=False)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": _("Regenerate the signing secret of %s?") % endpoint,
+            "opts": self.opts,
+            "object": endpoint,
+        }
+        return TemplateResponse(request, self.regenerate_template, context)
+
+    def render_secret(self, request, endpoint, secret: str, next_url: str, *, created: bool):
+        context = {
+            **self.admin_site.each_context(request),
+            "title": _("Copy the signing secret of %s") % endpoint,
+            "opts": self.opts,
+            "object": endpoint,
+            "secret": secret,
+            "created": created,
+            "next_url": next_url,
+        }
+        return TemplateResponse(request, self.secret_template, context)
+
+    def _change_url(self, endpoint) -> str:
+        return reverse(
+            f"{self.admin_site.name}:{self.opts.app_label}_{self.opts.model_name}_change", args=[endpoint.pk]
         )

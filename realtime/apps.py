@@ -22,14 +22,15 @@ class RealtimeConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # signals connects the model receivers, changes the settings receiver.
-        from . import changes, signals  # noqa: F401
+        # changes connects the model and settings receivers; webhooks its event sink.
+        from . import changes, webhooks  # noqa: F401
         from .checks import check_serving, check_settings, check_static, check_urls
 
         checks.register(check_settings)
         checks.register(check_serving)
         checks.register(check_static)
         checks.register(check_urls, checks.Tags.urls)
+        webhooks.install()
         # Nothing is logged here: every manage.py command runs ready(), and the notice
         # about the layer matters only where publications are made or served.
         request_started.connect(_served_over_asgi, dispatch_uid="realtime.served_over_asgi")

@@ -47,9 +47,11 @@ class Consumer:
     _receive_cancelled = False
     _closing: asyncio.Task | None = None
     # Which protocol the connection speaks, for the metrics ("native", "bayeux").
-    protocol = "native"
+    protocol_name = "native"
     invalid_frames = 0
     auth_failures = 0
+    # The close code this side sent, if it closed the connection.
+    close_code: int | None = None
 
     async def __call__(self, scope: dict, receive, send) -> None:
         self.scope = scope
@@ -136,7 +138,7 @@ class Consumer:
 
     def authentication_failed(self) -> None:
         """One more failed authentication; ``MAX_AUTH_FAILURES`` of them close (4002)."""
-        stats.counters.auth_failed(self.protocol)
+        stats.counters.auth_failed(self.protocol_name)
         self.auth_failures += 1
         if self.auth_failures >= settings.MAX_AUTH_FAILURES:
             self.close_soon(CloseCode.TOO_MANY_AUTH_FAILURES)
@@ -169,6 +171,7 @@ class Consumer:
             asyncio.get_running_loop().create_task(self._close_after_queued(code, reason))
 
     async def _close_after_queued(self, code: int, reason: str = "") -> None:
+        self.close_code = int(code)
         stats.counters.closed("server", int(code))
         await self.outbox.flush()
         message = {"type": "websocket.close", "code": int(code)}
@@ -195,6 +198,7 @@ class Consumer:
         logger.info("realtime: closing a %s that reads too slowly", type(self).__name__)
         stats.counters.too_slow += 1
         stats.counters.closed("server", int(CloseCode.TOO_SLOW))
+        self.close_code = int(CloseCode.TOO_SLOW)
         self.closing = True
         self.let_go("too_slow")
         self._closing = asyncio.get_running_loop().create_task(self._send_close(CloseCode.TOO_SLOW))

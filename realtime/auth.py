@@ -2,7 +2,7 @@
 
 Lookups go through a small process-local cache keyed by the secret's hash, so an auth
 storm of thousands of connections with the same key costs one database query. The
-cache is dropped whenever keys change (``realtime.signals``) and on every periodic
+cache is dropped whenever keys change (``realtime.changes``) and on every periodic
 revalidation, so a revoked key is never trusted for longer than ``REVALIDATE_INTERVAL``.
 """
 
@@ -17,6 +17,7 @@ from django.utils import timezone
 from . import keys
 from .cache import TTLCache
 from .errors import InvalidCredentials
+from .names import lineage
 
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 # Access levels, from least to most: an admin key may do what a read-write key may, and
@@ -69,9 +70,19 @@ class Principal:
             return None
         return {"id": self.user_id, "name": self.user_name}
 
-    def covers(self, channel) -> bool:
-        """Whether the channel (a ``registry.ChannelInfo``) is within this principal's scope."""
-        return self.all_channels or channel.id in self.channel_ids or channel.name in self.channel_names
+    def covers(self, channel, name: str | None = None) -> bool:
+        """Whether the channel (a ``registry.ChannelInfo``) is within this principal's scope.
+
+        With ``name``, the concrete channel that ``channel`` covers (``rooms/42`` for the row
+        ``rooms``), a token's channel entry also covers, by name, itself and every channel
+        below it: a token granted ``users/7`` may read ``users/7`` and ``users/7/inbox``
+        although the row that covers them is ``users``.
+        """
+        if self.all_channels or channel.id in self.channel_ids or channel.name in self.channel_names:
+            return True
+        if name is None or not self.channel_names:
+            return False
+        return any(candidate in self.channel_names for candidate in lineage(name))
 
     def limited_to(self, access: str | None) -> Principal:
         """This principal with at most ``access``; asking for read-write with read-only
@@ -132,3 +143,13 @@ async def authenticate(secret: str, access: str | None = None) -> Principal:
         cache.discard(digest)
     principal = await cache.load(digest, lambda: sync_to_async(authenticate_secret)(secret))
     return principal.limited_to(access)
+
+
+async def aget_user(user_id):
+    """The Django user with ``user_id`` (None for none, or when it no longer exists): one query."""
+    if user_id is None:
+        return None
+    from django.contrib.auth import get_user_model
+
+    model = get_user_model()
+    return await model._default_manager.filter(pk=user_id).afirst()

@@ -11,12 +11,15 @@ from django.core.checks import Error, Warning
 from django.utils.module_loading import import_string
 
 from .conf import DEFAULTS, DOTTED_PATH, RealtimeSettings
+from .errors import InvalidChannelName
+from .names import validate_channel_name
 
 HINTS = {
     "realtime.E004": "Give the dotted path of a realtime.permissions.Policy subclass.",
     "realtime.E005": 'For example ["https://example.com", ".example.org"].',
     "realtime.E006": 'For example {"/service/echo": "myapp.services.echo"}.',
     "realtime.E008": "Give the dotted path of a function grant(request) -> realtime.tokens.Grant | None.",
+    "realtime.E020": 'For example {"rooms": "chat.realtime.on_message", "*": "chat.realtime.audit"}.',
 }
 
 
@@ -47,6 +50,8 @@ def check_settings(app_configs=None, **kwargs):
             errors.append(Error(f"REALTIME[{key!r}] {problem}.", hint=hint, id=setting.check_id))
         elif key == "BAYEUX_SERVICES":
             errors.extend(_check_services(value))
+        elif key == "PUBLISH_HANDLERS":
+            errors.extend(_check_publish_handlers(value))
     errors.extend(_check_layer(user))
     return errors
 
@@ -70,6 +75,33 @@ def _check_services(services: dict) -> list:
                     hint="Give the dotted path of a function that takes a "
                     "realtime.bayeux.services.ServiceRequest.",
                     id="realtime.E007",
+                )
+            )
+    return errors
+
+
+def _check_publish_handlers(handlers: dict) -> list:
+    errors = []
+    for channel, path in handlers.items():
+        try:
+            if channel != "*":
+                validate_channel_name(channel)
+        except (InvalidChannelName, TypeError):
+            errors.append(
+                Error(
+                    f"REALTIME['PUBLISH_HANDLERS'] has a key {channel!r} that is no channel name.",
+                    hint='Keys are channel row names, such as "rooms", or "*" for every channel.',
+                    id="realtime.E020",
+                )
+            )
+        error = _import_error(path)
+        if error:
+            errors.append(
+                Error(
+                    f"The publish handler {path!r} of {channel!r} cannot be imported: {error}",
+                    hint="Give the dotted path of a function that takes a "
+                    "realtime.handlers.ClientPublication.",
+                    id="realtime.E021",
                 )
             )
     return errors

@@ -21,6 +21,9 @@ T = TypeVar("T")
 NON_NEGATIVE_INT = "a finite, non-negative int"
 NON_NEGATIVE_NUMBER = "a finite, non-negative number"
 POSITIVE_NUMBER = "a finite number greater than 0"
+POSITIVE_INT = "a finite int greater than 0"
+OPTIONAL_POSITIVE_NUMBER = "None or a finite number greater than 0"
+HANDLERS = 'a dict of channel names (or "*") to dotted paths'
 DOTTED_PATH = "the dotted path of an importable object"
 STRING = "a non-empty string"
 PATH = "a URL path starting with /"
@@ -64,6 +67,12 @@ class Setting(Generic[T]):
             ok = numeric and 0 <= value < math.inf
         elif self.kind == POSITIVE_NUMBER:
             ok = numeric and 0 < value < math.inf
+        elif self.kind == POSITIVE_INT:
+            ok = numeric and isinstance(value, int) and value > 0
+        elif self.kind == OPTIONAL_POSITIVE_NUMBER:
+            ok = value is None or (numeric and 0 < value < math.inf)
+        elif self.kind == HANDLERS:
+            ok = isinstance(value, dict)
         elif self.kind in (DOTTED_PATH, STRING):
             ok = isinstance(value, str) and bool(value)
         elif self.kind == PATH:
@@ -154,6 +163,34 @@ class RealtimeSettings:
     # ["10.0.0.0/8"] for the Prometheus servers. Others need an admin key (or a read-write
     # key on all channels) or a staff session.
     METRICS_ALLOWED_IPS = Setting["list[str]"]([], NETWORKS)
+
+    # Programming realtime from Django (docs/hooks.md). Seconds a connection authenticated
+    # with a browser token stays authenticated without a ``refresh`` (None: until it logs
+    # out); tokens then carry the end of their session.
+    TOKEN_SESSION_TTL = Setting["float | None"](None, OPTIONAL_POSITIVE_NUMBER)
+    # Policy decisions each connection keeps (for the channels its patterns deliver and
+    # those it publishes on); when full, they are forgotten and asked again.
+    DECISION_CACHE_SIZE = Setting[int](1000, NON_NEGATIVE_INT)
+    # Lifecycle signals waiting for their receivers, per process, before new ones are
+    # dropped; and seconds one signal's receivers may take before they are abandoned.
+    SIGNAL_QUEUE_SIZE = Setting[int](10_000, POSITIVE_INT)
+    SIGNAL_TIMEOUT = Setting[float](10.0, POSITIVE_NUMBER)
+    # Channel row name (or "*" for every channel) -> dotted path of the handler that
+    # client publications pass through (realtime.handlers).
+    PUBLISH_HANDLERS = Setting["dict[str, str]"]({}, HANDLERS, "realtime.E020")
+    # Seconds a publish handler or an RPC method may take (handler_timeout after that).
+    HANDLER_TIMEOUT = Setting[float](10.0, POSITIVE_NUMBER)
+    # Largest encoded RPC result, in bytes.
+    RPC_MAX_RESULT_SIZE = Setting[int](256 * 1024, NON_NEGATIVE_INT)
+    # Webhooks (realtime.webhooks): events queued per endpoint and process (the oldest
+    # are dropped beyond it), events per POST, seconds per POST, attempts per batch, and
+    # the back-off between attempts (doubling from the first delay up to the largest).
+    WEBHOOK_QUEUE_SIZE = Setting[int](10_000, POSITIVE_INT)
+    WEBHOOK_BATCH_SIZE = Setting[int](100, POSITIVE_INT)
+    WEBHOOK_TIMEOUT = Setting[float](5.0, POSITIVE_NUMBER)
+    WEBHOOK_MAX_ATTEMPTS = Setting[int](5, POSITIVE_INT)
+    WEBHOOK_RETRY_DELAY = Setting[float](1.0, NON_NEGATIVE_NUMBER)
+    WEBHOOK_MAX_RETRY_DELAY = Setting[float](60.0, NON_NEGATIVE_NUMBER)
 
     @classmethod
     def declared(cls) -> dict[str, Setting]:

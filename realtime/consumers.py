@@ -18,13 +18,15 @@ import logging
 import secrets
 from collections.abc import Callable
 
-from . import actions, auth, protocol
+from . import actions, auth, events, protocol, rpc, signals
 from .asgi import Consumer
 from .conf import settings
 from .errors import (
+    AccessDenied,
     AlreadyAuthenticated,
     CloseCode,
     ErrorCode,
+    InvalidCredentials,
     InvalidData,
     RateLimited,
     RealtimeError,
@@ -38,6 +40,7 @@ logger = logging.getLogger("realtime")
 
 # Errors that say the client sent garbage; enough of them in a row close the socket.
 MALFORMED = frozenset({ErrorCode.INVALID_DATA, ErrorCode.MESSAGE_TOO_LARGE})
+CLOSE_CODES = frozenset(int(code) for code in CloseCode)
 
 
 class RealtimeConsumer(Consumer):
@@ -45,6 +48,9 @@ class RealtimeConsumer(Consumer):
 
     principal: auth.Principal | None = None
     hub = None
+    protocol_name = "native"
+    # The access the client asked for in ``auth``; a ``refresh`` keeps to it.
+    requested_access: str | None = None
     # What the hub calls per delivery (hub.Subscriber): the outbox's own push, bound
     # when the socket opens, so a delivery costs no extra call.
     push: Callable[[str], None]
@@ -53,6 +59,8 @@ class RealtimeConsumer(Consumer):
 
     async def websocket_connect(self, message: dict) -> None:
         self.subscriptions: set[str] = set()
+        self.readable: dict[str, bool] = {}
+        self.writable: dict[str, str | None] = {}
         self.client_id = secrets.token_hex(16)
         self.max_message_size = settings.MAX_MESSAGE_SIZE
         self.rate = TokenBucket(settings.RATE_LIMIT, settings.RATE_BURST)
@@ -67,6 +75,19 @@ class RealtimeConsumer(Consumer):
             await self.close(CloseCode.UNAVAILABLE)
             return
         self.hub.add(self)
+        events.connection_event(signals.connected, self, scope=self.scope)
+
+    async def websocket_disconnect(self, message: dict) -> None:
+        self.closing = True
+        self.let_go("closed")
+        if self.hub is not None:  # it was connected (and reported so)
+            code = self.close_code if self.close_code is not None else message.get("code")
+            if self.close_code is not None:
+                reason = CloseCode(self.close_code).name.lower() if self.close_code in CLOSE_CODES else ""
+            else:
+                reason = message.get("reason") or "client"
+            events.connection_event(signals.disconnected, self, code=code, reason=reason)
+        await super().websocket_disconnect(message)
 
     async def websocket_receive(self, message: dict) -> None:
         if self.closing:
@@ -110,8 +131,36 @@ class RealtimeConsumer(Consumer):
         principal = await actions.authenticate(command)
         if self.closing:
             return
-        self.principal = principal
-        self.push(protocol.ok_frame(command.id))
+        self._become(principal)
+        self.requested_access = command.access
+        events.connection_event(signals.authenticated, self, refreshed=False)
+        self.push(self._authenticated_reply(command.id))
+
+    async def do_refresh(self, command: protocol.Refresh) -> None:
+        principal = self.principal
+        if principal is None or not principal.is_token:
+            raise AccessDenied("refresh renews a token's authentication; authenticate with a token first")
+        fresh = await actions.authenticate(
+            protocol.Auth(command.id, token=command.token, access=command.access or self.requested_access)
+        )
+        if fresh.user_id != principal.user_id:
+            raise InvalidCredentials("the new token is for another user; log out and authenticate instead")
+        if self.closing:
+            return
+        if self.principal is not principal:
+            raise AccessDenied("the connection logged out while refreshing")
+        self._become(fresh)
+        # Subscriptions the new token no longer covers end, with unsubscribed notices.
+        await actions.recheck(self.hub, self)
+        if self.closing or self.principal is not fresh:
+            return
+        events.connection_event(signals.authenticated, self, refreshed=True)
+        self.push(self._authenticated_reply(command.id))
+
+    async def do_rpc(self, command: protocol.Rpc) -> None:
+        result = await rpc.call(command.method, command.data, self.principal, self.client_id)
+        if not self.closing:
+            self.push(protocol.ok_frame(command.id, result=result))
 
     async def do_subscribe(self, command: protocol.Subscribe) -> None:
         result = await actions.subscribe(self.hub, self, command.channel, command.since)
@@ -132,11 +181,13 @@ class RealtimeConsumer(Consumer):
 
     async def do_unsubscribe(self, command: protocol.Unsubscribe) -> None:
         name = validate_subscription_name(command.channel)
-        self.hub.unsubscribe(self, name)
+        self.hub.unsubscribe(self, name, "client")
         self.push(protocol.ok_frame(command.id))
 
     async def do_publish(self, command: protocol.Publish) -> None:
-        publication = await actions.publish(self.principal, command.channel, command.event, command.data)
+        publication = await actions.publish(
+            self.principal, command.channel, command.event, command.data, conn=self
+        )
         if publication.offset is None:
             self.push(protocol.ok_frame(command.id))
         else:
@@ -156,26 +207,43 @@ class RealtimeConsumer(Consumer):
     # What the hub calls besides push ----------------------------------------------
 
     def drop_subscription(self, name: str, reason: str) -> None:
-        self.hub.unsubscribe(self, name)
+        self.hub.unsubscribe(self, name, reason)
         self.push(protocol.unsubscribed_frame(name, reason))
 
     def drop_principal(self, reason: str) -> None:
-        self._logout()
+        self._logout(reason)
         self.push(protocol.logout_frame(reason))
 
     def replace_principal(self, principal: auth.Principal) -> None:
+        # The same key, re-read (its scope may have changed): revalidation asks again.
         self.principal = principal
+        self.writable.clear()
 
     def disconnect(self, code: int, reason: str = "") -> None:
         self.close_soon(code, reason)
 
     # Helpers -----------------------------------------------------------------------
 
-    def _logout(self) -> None:
-        self.principal = None
+    def _become(self, principal: auth.Principal | None) -> None:
+        """Act as ``principal`` from now on: decisions made for the previous one are forgotten."""
+        self.principal = principal
+        self.readable.clear()
+        self.writable.clear()
+        if self.hub is not None:
+            self.hub.watch_expiry(self, principal)
+
+    def _authenticated_reply(self, request_id: protocol.RequestId) -> str:
+        ends = self.principal.expires_at if self.principal.is_token else None
+        if ends is None:
+            return protocol.ok_frame(request_id)
+        return protocol.ok_frame(request_id, expires=int(ends.timestamp()))
+
+    def _logout(self, reason: str = "logout") -> None:
+        self._become(None)
+        self.requested_access = None
         if self.hub is not None:
             for name in list(self.subscriptions):
-                self.hub.unsubscribe(self, name)
+                self.hub.unsubscribe(self, name, reason)
 
     def let_go(self, reason: str) -> None:
         if self.hub is not None:
@@ -192,4 +260,6 @@ COMMANDS = {
     protocol.Logout: RealtimeConsumer.do_logout,
     protocol.Disconnect: RealtimeConsumer.do_disconnect,
     protocol.Ping: RealtimeConsumer.do_ping,
+    protocol.Rpc: RealtimeConsumer.do_rpc,
+    protocol.Refresh: RealtimeConsumer.do_refresh,
 }

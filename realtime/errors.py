@@ -8,6 +8,7 @@ here are the ones listed in ``docs/protocol.md`` (a test keeps the two in agreem
 from __future__ import annotations
 
 import enum
+import re
 
 
 class ErrorCode(enum.StrEnum):
@@ -24,6 +25,9 @@ class ErrorCode(enum.StrEnum):
     PRESENCE_DISABLED = "presence_disabled"
     UNAVAILABLE = "unavailable"
     INTERNAL_ERROR = "internal_error"
+    METHOD_NOT_FOUND = "method_not_found"
+    REJECTED = "rejected"
+    HANDLER_TIMEOUT = "handler_timeout"
 
 
 class CloseCode(enum.IntEnum):
@@ -134,3 +138,45 @@ class Unavailable(RealtimeError):
 
     code = ErrorCode.UNAVAILABLE
     http_status = 503
+
+
+class MethodNotFound(RealtimeError):
+    """``rpc`` named a method that no handler is registered for (``realtime.rpc``)."""
+
+    code = ErrorCode.METHOD_NOT_FOUND
+    http_status = 404
+
+
+class HandlerTimeout(RealtimeError):
+    """A project's handler (publish handler, RPC method) took longer than ``HANDLER_TIMEOUT``."""
+
+    code = ErrorCode.HANDLER_TIMEOUT
+    http_status = 504
+
+
+# Codes the JS client uses for failures it detects itself (realtime.js CLIENT_ERROR_CODES):
+# a handler's own code must not be mistaken for one of them.
+CLIENT_ERROR_CODES = frozenset({"timeout", "disconnected", "closed", "token_unavailable"})
+_PROJECT_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
+class Rejected(RealtimeError):
+    """A project's handler refused the request: a publish handler the publication, an RPC
+    method its call. ``detail`` reaches the client as it is, so say why in words a user
+    may read.
+
+    The wire code is ``rejected``, or ``code`` when given: a project's own code such as
+    ``"banned_word"`` (lower-case letters, digits and ``_``, at most 64 characters, not one
+    of the JS client's own codes). Raise realtime's other errors (``AccessDenied``,
+    ``InvalidData``...) where they say it better.
+    """
+
+    code = ErrorCode.REJECTED
+    http_status = 403
+
+    def __init__(self, detail: str = "", *, code: str | None = None) -> None:
+        super().__init__(detail)
+        if code is not None:
+            if not isinstance(code, str) or not _PROJECT_CODE.fullmatch(code) or code in CLIENT_ERROR_CODES:
+                raise ValueError(f"{code!r} is not usable as an error code")
+            self.code = code  # type: ignore[assignment]

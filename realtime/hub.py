@@ -10,21 +10,30 @@ with no JSON encode, channel-layer message, thread hop or task per delivery.
 The hub runs no database queries. When keys or channels change it calls
 ``on_change`` (``realtime.revalidation`` re-checks the connections and tells them
 through the :class:`Subscriber` methods).
+
+Pattern subscribers are served from each connection's cached decisions
+(``Subscriber.readable``: concrete channel -> may it read it), a dict lookup per
+delivery. A channel that a connection's pattern reaches for the first time has no
+decision yet: its publications for that connection are held (up to
+``MAX_PENDING_FRAMES``), the policy is asked in a task of its own, and the held ones are
+then delivered in order, or dropped if it refused. Fan-out never waits for a policy.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from . import events, signals
 from .auth import Principal
 from .broker import Broker
 from .conf import settings
 from .errors import Unavailable
 from .names import pattern_prefix, patterns_matching, topic
-from .permissions import get_policy
+from .permissions import may_read
 from .protocol import join_frame, leave_frame, missed_frame
 from .stats import counters
 
@@ -40,6 +49,12 @@ class Subscriber(Protocol):
     principal: Principal | None
     subscriptions: set[str]
     client_id: str  # public: shown in presence
+    protocol_name: str  # "native" or "bayeux", for the lifecycle signals
+    # Policy decisions for this principal (cleared when it changes, re-asked by
+    # revalidation): channels reached through a pattern -> may it read them; channels
+    # published on -> why not (None: it may).
+    readable: dict[str, bool]
+    writable: dict[str, str | None]
 
     def push(self, frame: str) -> None:
         """Send one encoded frame; never blocks, never raises."""
@@ -86,6 +101,11 @@ class Hub:
         self.skipping: dict[str, dict[Subscriber, tuple[int, float]]] = {}
         # Channel with presence -> (its configuration, local connections with an entry).
         self.present: dict[str, tuple[object, set[Subscriber]]] = {}
+        # (connection, channel) -> publications held while the policy decides whether a
+        # pattern of the connection may deliver that channel.
+        self.deciding: dict[tuple[Subscriber, str], list[str]] = {}
+        # Connections authenticated with a token that ends: the timer that ends it.
+        self.expiries: dict[Subscriber, asyncio.TimerHandle] = {}
         self.started: asyncio.Task
         self._listening: dict[str, asyncio.Task] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -111,8 +131,26 @@ class Hub:
 
     def remove(self, conn: Subscriber) -> None:
         self.connections.discard(conn)
+        self.watch_expiry(conn, None)
         for name in list(conn.subscriptions):
-            self.unsubscribe(conn, name)
+            self.unsubscribe(conn, name, "closed")
+
+    def watch_expiry(self, conn: Subscriber, principal: Principal | None) -> None:
+        """End ``conn``'s authentication (``drop_principal("token_expired")``) when the
+        token ``principal`` stands for ends; None (or a principal that does not end)
+        stops watching."""
+        timer = self.expiries.pop(conn, None)
+        if timer is not None:
+            timer.cancel()
+        if principal is None or not principal.is_token or principal.expires_at is None:
+            return
+        delay = max(0.0, principal.expires_at.timestamp() - time.time())
+        self.expiries[conn] = self.loop.call_later(delay, self._expired, conn, principal)
+
+    def _expired(self, conn: Subscriber, principal: Principal) -> None:
+        self.expiries.pop(conn, None)
+        if conn.principal is principal and conn in self.connections:
+            conn.drop_principal("token_expired")
 
     async def subscribe(self, conn: Subscriber, name: str, hold: bool = False) -> None:
         """Add a local subscriber (to a channel or a pattern); returns once the broker
@@ -173,7 +211,11 @@ class Hub:
     def held(self, conn: Subscriber, name: str) -> list[tuple[int | None, str]]:
         return self.holding.get(name, {}).get(conn, [])
 
-    def unsubscribe(self, conn: Subscriber, name: str) -> None:
+    def unsubscribe(self, conn: Subscriber, name: str, reason: str | None = None) -> None:
+        """Remove a local subscriber. With a ``reason`` (``client``, ``closed``, a notice's
+        reason), a subscription that existed is reported to ``signals.unsubscribed``."""
+        if reason is not None and name in conn.subscriptions:
+            events.connection_event(signals.unsubscribed, conn, channel=name, reason=reason)
         conn.subscriptions.discard(name)
         if name in self.holding:
             self.stop_holding(conn, name)
@@ -267,7 +309,6 @@ class Hub:
 
     def _deliver_to_patterns(self, name: str, frame: str, via: str | None, info) -> None:
         exact = self.subscribers.get(name, ())
-        policy = get_policy()
         seen: set = set()
         pushed = 0
         # Prefixed patterns come first, so a connection that also holds a bare pattern
@@ -281,10 +322,46 @@ class Hub:
                 if conn in exact or conn in seen:
                     continue
                 seen.add(conn)
-                if responsible and info is not None and policy.can_subscribe(conn.principal, info):
-                    conn.push(frame)
-                    pushed += 1
+                if responsible and info is not None:
+                    allowed = conn.readable.get(name)
+                    if allowed:
+                        conn.push(frame)
+                        pushed += 1
+                    elif allowed is None:
+                        self._undecided(conn, name, info, frame)
         counters.delivered += pushed
+
+    def _undecided(self, conn: Subscriber, name: str, info, frame: str) -> None:
+        """Hold ``frame`` for ``conn`` until the policy has decided on ``name``."""
+        key = (conn, name)
+        held = self.deciding.get(key)
+        if held is None:
+            self.deciding[key] = [frame]
+            self.spawn(self._decide(conn, name, info))
+        elif len(held) < settings.MAX_PENDING_FRAMES:
+            held.append(frame)
+
+    async def _decide(self, conn: Subscriber, name: str, info) -> None:
+        key = (conn, name)
+        allowed = False
+        try:
+            while True:
+                principal = conn.principal
+                allowed = await may_read(principal, name, info)
+                if conn.principal is principal:  # not logged in or out meanwhile
+                    break
+        except Exception:
+            logger.exception("realtime: the policy failed deciding on %s; not delivering it", name)
+        finally:
+            held = self.deciding.pop(key, [])
+        if conn not in self.connections or not any(p in conn.subscriptions for p in patterns_matching(name)):
+            return
+        if len(conn.readable) >= settings.DECISION_CACHE_SIZE:
+            conn.readable.clear()
+        conn.readable[name] = allowed
+        if allowed:
+            for frame in held:
+                conn.push(frame)
 
     def broker_recovered(self) -> None:
         """The broker was unreachable for a while: every subscription may have a gap."""
@@ -298,25 +375,35 @@ class Hub:
         """Record ``conn`` as present on ``name`` (which it has subscribed to)."""
         user = conn.principal.user if conn.principal is not None else None
         self.present.setdefault(name, (info, set()))[1].add(conn)
-        joined, left = await self.broker.presence.add(name, conn.client_id, user, settings.PRESENCE_TTL)
-        if joined and info.join_leave:
-            await self.broker.notice(name, join_frame(name, {"client": conn.client_id, "user": user}))
-        await self.announce_left(name, info, left)
+        change = await self.broker.presence.add(name, conn.client_id, user, settings.PRESENCE_TTL)
+        await self.presence_changed(name, info, change)
 
     async def _leave(self, name: str, client_id: str, info) -> None:
         try:
-            gone, left = await self.broker.presence.remove(name, client_id)
-            if gone is not None:
-                left.append(gone)
-            await self.announce_left(name, info, left)
+            change = await self.broker.presence.remove(name, client_id)
+            await self.presence_changed(name, info, change)
         except Exception as error:
             # The entry expires by itself within PRESENCE_TTL.
             logger.warning("realtime: could not remove a presence entry on %s: %s", name, error)
 
-    async def announce_left(self, name: str, info, left: list[dict]) -> None:
+    async def presence_changed(self, name: str, info, change) -> None:
+        """Announce what a presence call of this process changed (a ``stores.presence.Change``):
+        this process is the only one told, so it tells subscribers and the cluster-wide
+        signals (and so the webhooks) exactly once."""
+        hub = type(self)
+        for member in change.left:
+            events.emit(signals.member_left, hub, channel=name, member=member)
+        if change.vacated:
+            events.emit(signals.channel_vacated, hub, channel=name)
+        if change.occupied:
+            events.emit(signals.channel_occupied, hub, channel=name)
+        if change.joined is not None:
+            events.emit(signals.member_joined, hub, channel=name, member=change.joined)
         if info.join_leave:
-            for member in left:
+            for member in change.left:
                 await self.broker.notice(name, leave_frame(name, member))
+            if change.joined is not None:
+                await self.broker.notice(name, join_frame(name, change.joined))
 
     async def _renew_presence(self) -> None:
         """Renew this process's entries; sweeping on the way announces members whose
@@ -326,8 +413,8 @@ class Hub:
             await asyncio.sleep(ttl / 3)
             for name, (info, conns) in list(self.present.items()):
                 try:
-                    left = await self.broker.presence.refresh(name, [c.client_id for c in conns], ttl)
-                    await self.announce_left(name, info, left)
+                    change = await self.broker.presence.refresh(name, [c.client_id for c in conns], ttl)
+                    await self.presence_changed(name, info, change)
                 except Exception as error:
                     logger.warning("realtime: could not renew presence on %s: %s", name, error)
 

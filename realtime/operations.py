@@ -35,7 +35,7 @@ def counts(hub: Hub) -> dict:
     connections: dict[str, int] = {}
     authenticated: dict[str, int] = {}
     for conn in list(hub.connections):
-        kind = getattr(conn, "protocol", "native")
+        kind = getattr(conn, "protocol_name", "native")
         connections[kind] = connections.get(kind, 0) + 1
         if conn.principal is not None:
             authenticated[kind] = authenticated.get(kind, 0) + 1

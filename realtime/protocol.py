@@ -12,6 +12,9 @@ that is echoed in the reply::
     {"subscribe": {"channel": "rooms/lobby"}}
     {"publish": {"channel": "rooms/lobby", "event": "chat", "data": {"text": "hi"}}}
 
+    {"rpc": {"method": "chat.recent", "data": {"room": "lobby"}}, "id": 2}
+    {"refresh": {"token": "eyJ..."}}
+
 Server frames are replies (``{"ok": true}`` / ``{"err": "code"}``), publications
 (``{"message": {...}}``) and notices (``{"unsubscribed": {...}}``, ``{"missed": {...}}``,
 ``{"logout": {...}}``).
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +41,10 @@ MAX_EPOCH_LENGTH = 64
 MAX_OFFSET = 2**53 - 1
 HISTORY_DEFAULT_LIMIT = 100
 HISTORY_MAX_LIMIT = 1000
+MAX_METHOD_LENGTH = 128
+# RPC method names: segments of letters, digits, "_", "-" and ".", joined by "/", so that
+# the method "chat/recent" is also the Bayeux service channel /service/chat/recent.
+METHOD_NAME = re.compile(r"[A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)*")
 
 RequestId = str | int | None
 
@@ -106,7 +114,27 @@ class Ping:
     id: RequestId
 
 
-Command = Auth | Subscribe | Unsubscribe | Publish | History | Presence | Logout | Disconnect | Ping
+@dataclass(frozen=True, slots=True)
+class Rpc:
+    """Call a method registered in Django code (``realtime.rpc``); the reply carries its result."""
+
+    id: RequestId
+    method: str
+    data: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Refresh:
+    """Renew a token-authenticated connection with a fresh token, keeping its subscriptions."""
+
+    id: RequestId
+    token: str
+    access: str | None = None
+
+
+Command = (
+    Auth | Subscribe | Unsubscribe | Publish | History | Presence | Logout | Disconnect | Ping | Rpc | Refresh
+)
 
 
 def _reject_constant(name: str) -> None:
@@ -269,6 +297,29 @@ def _parse_ping(request_id: RequestId, value: Any) -> Ping:
     return Ping(request_id)
 
 
+def is_method_name(value: Any) -> bool:
+    return isinstance(value, str) and len(value) <= MAX_METHOD_LENGTH and bool(METHOD_NAME.fullmatch(value))
+
+
+def _parse_rpc(request_id: RequestId, value: Any) -> Rpc:
+    body = _body(value, "rpc")
+    method = body.get("method")
+    if not is_method_name(method):
+        raise InvalidData(
+            f"rpc.method must be a method name of at most {MAX_METHOD_LENGTH} characters "
+            "(segments of A-Z a-z 0-9 _ - . joined by /)"
+        )
+    return Rpc(request_id, method, body.get("data"))
+
+
+def _parse_refresh(request_id: RequestId, value: Any) -> Refresh:
+    body = _body(value, "refresh")
+    access = body.get("access")
+    if access is not None and access not in ACCESS_LEVELS:
+        raise InvalidData('refresh.access must be "read-only" or "read-write"')
+    return Refresh(request_id, _string(body, "token", "refresh", MAX_TOKEN_LENGTH), access)
+
+
 PARSERS = {
     "auth": parse_auth,
     "subscribe": _parse_subscribe,
@@ -279,6 +330,8 @@ PARSERS = {
     "logout": _parse_logout,
     "disconnect": _parse_disconnect,
     "ping": _parse_ping,
+    "rpc": _parse_rpc,
+    "refresh": _parse_refresh,
 }
 
 

@@ -11,6 +11,8 @@ the first such call warns, once per process, with :class:`NotDeliveredWarning`. 
 validates, stores the publication in the channel's (process-local) history and returns,
 so test suites and one-off scripts keep working; ``manage.py realtime_publish``, whose
 only job is delivery, refuses instead.
+
+``publish(..., on_commit=True)`` waits for the surrounding transaction to commit.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import async_to_sync
+from django.db import transaction
 
 from . import protocol, registry, stats
 from .broker import get_broker, serving
@@ -106,7 +109,27 @@ async def apublish(channel: str, event: str, data: Any = None) -> Publication:
     return await send_publication(channel, event, data, info=info)
 
 
-def publish(channel: str, event: str, data: Any = None) -> Publication:
-    """Synchronous :func:`apublish`, for views, signals, tasks and management commands."""
+def publish(
+    channel: str, event: str, data: Any = None, *, on_commit: bool = False, using: str | None = None
+) -> Publication | None:
+    """Synchronous :func:`apublish`, for views, signals, tasks and management commands.
+
+    With ``on_commit=True`` the publication is made once the current database
+    transaction (of ``using``, the default database by default) commits, and never if
+    it rolls back: subscribers cannot hear of a row that was not saved. It returns
+    None then; outside a transaction (autocommit) it publishes at once. The channel
+    name, the event and the data are checked now; a failure at commit (the channel was
+    deactivated, the broker is down) is logged, not raised, as Django does for
+    ``transaction.on_commit(..., robust=True)``.
+    """
     _warn_if_nobody_hears(2)
+    if on_commit:
+        validate_channel_name(channel)
+        validate_event(event)
+        try:
+            protocol.encode(data)
+        except (TypeError, ValueError) as error:
+            raise InvalidData(f"data is not JSON-serialisable: {error}") from None
+        transaction.on_commit(lambda: async_to_sync(apublish)(channel, event, data), using=using, robust=True)
+        return None
     return async_to_sync(apublish)(channel, event, data)

@@ -38,10 +38,20 @@ class ChannelInfo:
     history_durable: bool = False
     presence: bool = False
     join_leave: bool = False
+    personal: bool = False
+    webhook_publications: bool = False
 
     @property
     def has_history(self) -> bool:
         return self.history_size > 0
+
+    def owner(self, name: str) -> str | None:
+        """On a personal row, whose channel ``name`` is: the segment after the row's name
+        (``users/42/inbox`` under ``users`` -> ``"42"``); None for the row's own name, or
+        when the row is not personal."""
+        if not self.personal or not name.startswith(self.name + "/"):
+            return None
+        return name[len(self.name) + 1 :].split("/", 1)[0]
 
     def as_list(self) -> list:
         """A compact form for layer messages (msgpack carries lists, not dataclasses)."""

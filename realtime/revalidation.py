@@ -3,10 +3,12 @@
 Internal. A live connection keeps what it was allowed when it authenticated and
 subscribed; this module takes it away when that changes: a key revoked, expired or
 given a new secret, a token user deactivated or deleted, a channel deactivated or
-deleted, a scope narrowed. It runs at once when a change is announced (through the
-broker, from any process) and every ``REVALIDATE_INTERVAL`` seconds, for changes made
-behind the models' back (bulk updates, expiry, other tools). Requests made while a
-check runs are coalesced into one more.
+deleted, a scope narrowed, a token's session ended, a policy that now says no. Every
+cached policy decision is asked again (see ``realtime.permissions``). It runs at once
+when a change is announced (through the broker, from any process) and every
+``REVALIDATE_INTERVAL`` seconds, for changes made behind the models' back (bulk
+updates, expiry, other tools). Requests made while a check runs are coalesced into
+one more.
 
 Connections are told through the hub's :class:`~realtime.hub.Subscriber` methods; the
 hub itself runs no queries.
@@ -18,11 +20,11 @@ import asyncio
 import logging
 
 from asgiref.sync import sync_to_async
+from django.utils import timezone
 
-from . import auth, registry
+from . import auth, permissions, registry
 from .hub import Hub
 from .names import is_pattern, pattern_prefix
-from .permissions import get_policy
 
 logger = logging.getLogger("realtime")
 
@@ -68,23 +70,31 @@ class Revalidator:
         registry.cache.clear()
         # Judge each connection only on what it held before the database was read:
         # a principal or subscription gained meanwhile was checked fresh when gained.
-        snapshot = [(conn, conn.principal, tuple(conn.subscriptions)) for conn in self.hub.connections]
-        held = [principal for _, principal, _ in snapshot if principal is not None]
+        snapshot = [
+            (conn, conn.principal, tuple(conn.subscriptions), tuple(conn.readable))
+            for conn in self.hub.connections
+        ]
+        held = [principal for _, principal, _, _ in snapshot if principal is not None]
         key_ids = {p.key_id for p in held if not p.is_token}
         user_ids = {p.user_id for p in held if p.is_token and p.user_id is not None}
-        # A pattern is judged by the channel its prefix resolves to (bare ones by none).
+        # A pattern is judged by the channel its prefix resolves to (bare ones by none);
+        # channels that patterns reached have their cached decisions asked again.
         names = {
             pattern_prefix(name) if is_pattern(name) else name
-            for _, _, subscribed in snapshot
-            for name in subscribed
+            for _, _, subscribed, decided in snapshot
+            for name in (*subscribed, *decided)
         } - {""}
         principals, active_users, channels = await sync_to_async(_load_state)(key_ids, user_ids, names)
-        policy = get_policy()
-        for conn, principal, subscribed in snapshot:
+        decisions = _Decisions()
+        now = timezone.now()
+        for conn, principal, subscribed, decided in snapshot:
             if principal is not None and conn.principal is principal:
                 if principal.is_token:
                     if principal.user_id is not None and principal.user_id not in active_users:
                         conn.drop_principal("user_inactive")
+                        continue
+                    if principal.expires_at is not None and principal.expires_at <= now:
+                        conn.drop_principal("token_expired")
                         continue
                 else:
                     fresh = principals.get(principal.key_id)
@@ -93,19 +103,58 @@ class Revalidator:
                         continue
                     # A read-write key used read-only stays read-only.
                     conn.replace_principal(fresh.limited_to(principal.access) if fresh.can_write else fresh)
-            for name in subscribed:
-                if name not in conn.subscriptions:
-                    continue
-                if is_pattern(name):
-                    prefix = pattern_prefix(name)
-                    if not policy.can_subscribe_pattern(conn.principal, name, channels.get(prefix)):
-                        conn.drop_subscription(name, "access_revoked")
-                    continue
+            conn.writable.clear()  # asked again at the next publish
+            await self._recheck(conn, subscribed, decided, channels, decisions)
+
+    async def _recheck(self, conn, subscribed, decided, channels, decisions) -> None:
+        """Ask the policy again about ``conn``'s subscriptions and cached decisions.
+
+        Policies may await; a connection whose principal changes meanwhile is left
+        alone (what it gained was checked when it gained it).
+        """
+        current = conn.principal
+        for name in subscribed:
+            if name not in conn.subscriptions:
+                continue
+            if is_pattern(name):
+                prefix = pattern_prefix(name)
+                allowed = await decisions.pattern(current, name, prefix, channels.get(prefix))
+                reason = "access_revoked"
+            else:
                 info = channels.get(name)
-                if info is None:
-                    conn.drop_subscription(name, "channel_unavailable")
-                elif not policy.can_subscribe(conn.principal, info):
-                    conn.drop_subscription(name, "access_revoked")
+                allowed = info is not None and await decisions.read(current, name, info)
+                reason = "access_revoked" if info is not None else "channel_unavailable"
+            if conn.principal is not current:
+                return
+            if not allowed and name in conn.subscriptions:
+                conn.drop_subscription(name, reason)
+        for name in decided:
+            info = channels.get(name)
+            allowed = info is not None and await decisions.read(current, name, info)
+            if conn.principal is not current:
+                return
+            if name in conn.readable:
+                conn.readable[name] = allowed
+
+
+class _Decisions:
+    """The policy's answers within one revalidation: connections with the same
+    principal and channel are asked about once."""
+
+    def __init__(self) -> None:
+        self.known: dict[tuple, bool] = {}
+
+    async def read(self, principal, name: str, info) -> bool:
+        key = ("read", principal, name, info)
+        if key not in self.known:
+            self.known[key] = await permissions.may_read(principal, name, info)
+        return self.known[key]
+
+    async def pattern(self, principal, pattern: str, prefix: str, info) -> bool:
+        key = ("pattern", principal, pattern, info)
+        if key not in self.known:
+            self.known[key] = await permissions.pattern_refusal(principal, pattern, prefix, info) is None
+        return self.known[key]
 
 
 def _load_state(key_ids, user_ids, names):

@@ -14,12 +14,20 @@ still read channels marked for anonymous readers).
 Tokens are checked when a connection authenticates. A live connection then stays
 authenticated until it logs out, or until the user is deactivated or deleted (the
 hub's revalidation checks); expiry only limits how long a token can be presented.
+With ``REALTIME["TOKEN_SESSION_TTL"]`` a token also says until when a connection it
+authenticated may stay authenticated (``"e"``): before then the client sends
+``{"refresh": {"token": ...}}`` with a fresh one, or the connection becomes anonymous.
+
+A grant's channel may hold ``{user}``, replaced by the user's id when the token is
+issued: ``Grant("read-only", ("users/{user}",))`` (an anonymous visitor's token leaves
+such entries out). Channels under a row with *personal sub-channels* need no entry.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import lru_cache
 
 from django.core import signing
@@ -33,6 +41,7 @@ from .protocol import ACCESS_LEVELS
 
 SALT = "realtime.tokens"
 ALL = "*"
+USER_PLACEHOLDER = "{user}"
 
 
 @dataclass(frozen=True)
@@ -65,17 +74,26 @@ def reset() -> None:
 
 
 def issue_token(
-    user, access: str = "read-only", channels=(ALL,), ttl: float | None = None
+    user,
+    access: str = "read-only",
+    channels=(ALL,),
+    ttl: float | None = None,
+    session_ttl: float | None = None,
 ) -> tuple[str, int]:
-    """A signed token for ``user`` (or anonymous when None), and its expiry (unix seconds)."""
+    """A signed token for ``user`` (or anonymous when None), and its expiry (unix seconds).
+
+    ``session_ttl`` (default ``TOKEN_SESSION_TTL``) bounds how long a connection it
+    authenticates stays authenticated without a refresh; None: until it logs out.
+    """
     if access not in ACCESS_LEVELS:
         raise ValueError(f"access must be one of {ACCESS_LEVELS}")
-    channels = list(channels)
+    authenticated = user is not None and user.is_authenticated
+    channels = _expand(channels, user.pk if authenticated else None)
     for name in channels:
         if name != ALL:
             validate_channel_name(name)
-    authenticated = user is not None and user.is_authenticated
-    expires = int(time.time() + (settings.TOKEN_TTL if ttl is None else ttl))
+    now = time.time()
+    expires = int(now + (settings.TOKEN_TTL if ttl is None else ttl))
     payload = {
         "u": user.pk if authenticated else None,
         "n": user.get_username() if authenticated else "",
@@ -83,7 +101,22 @@ def issue_token(
         "c": channels,
         "x": expires,
     }
+    session_ttl = settings.TOKEN_SESSION_TTL if session_ttl is None else session_ttl
+    if session_ttl is not None:
+        payload["e"] = int(now + session_ttl)
     return signing.dumps(payload, salt=SALT, compress=True), expires
+
+
+def _expand(channels, user_id) -> list[str]:
+    """Grant entries with ``{user}`` in them, for this user (left out for anonymous tokens)."""
+    expanded = []
+    for name in channels:
+        if USER_PLACEHOLDER in name:
+            if user_id is None:
+                continue
+            name = name.replace(USER_PLACEHOLDER, str(user_id))
+        expanded.append(name)
+    return expanded
 
 
 def token_for_request(request) -> tuple[str, int] | None:
@@ -107,8 +140,14 @@ def verify_token(token: str) -> Principal:
             raise TypeError
     except (KeyError, TypeError):
         raise InvalidCredentials("the token is not valid") from None
-    if expires <= time.time():
+    now = time.time()
+    if expires <= now:
         raise InvalidCredentials("the token has expired")
+    ends = payload.get("e")
+    if ends is not None and (isinstance(ends, bool) or not isinstance(ends, int)):
+        raise InvalidCredentials("the token is not valid")
+    if ends is not None and ends <= now:
+        raise InvalidCredentials("the token's session has ended; fetch a fresh token")
     return Principal(
         key_id=None,
         name=user_name,
@@ -117,4 +156,6 @@ def verify_token(token: str) -> Principal:
         channel_names=frozenset(channels) - {ALL},
         user_id=user_id,
         user_name=user_name,
+        # For a token: when the authentication it gives a live connection ends.
+        expires_at=datetime.fromtimestamp(ends, UTC) if ends is not None else None,
     )

@@ -133,6 +133,7 @@ class AsgiServer:
         redis_url: str = "",
         realtime: dict | None = None,
         server: str = "daphne",
+        env: dict | None = None,
     ) -> None:
         self.workdir = workdir
         self.port = free_port()
@@ -140,6 +141,7 @@ class AsgiServer:
         self.redis_url = redis_url
         self.realtime = realtime or {}
         self.server = server
+        self.env = env or {}
         self.process: subprocess.Popen | None = None
         self.log = workdir / f"{server}-{self.port}.log"
 
@@ -179,6 +181,7 @@ class AsgiServer:
             "REDIS_URL": self.redis_url,
             "REALTIME_TEST_SETTINGS": json.dumps(self.realtime),
             "PYTHONPATH": str(ROOT),
+            **self.env,
         }
         self.process = subprocess.Popen(
             self.command(), cwd=ROOT, env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT

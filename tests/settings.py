@@ -11,3 +11,6 @@ from demo_site.settings import *  # noqa: F403
 
 REALTIME = json.loads(os.environ.get("REALTIME_TEST_SETTINGS", "{}"))
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# Extra apps for server processes, e.g. the receivers of tests/hooks_support.py.
+INSTALLED_APPS = [*INSTALLED_APPS, *json.loads(os.environ.get("REALTIME_TEST_APPS", "[]"))]  # noqa: F405

@@ -425,6 +425,8 @@ def test_seed_demo_creates_channels_superuser_and_keys(debug):
     assert news.anonymous_read and news.description
     assert rooms.include_subchannels
     assert metrics.anonymous_read
+    users = Channel.objects.get(name="users")
+    assert users.personal and users.include_subchannels and not users.anonymous_read
     admin = get_user_model().objects.get(username="admin")
     assert admin.is_superuser and admin.check_password("admin")
     assert "demo only" in out
@@ -442,7 +444,7 @@ def test_seed_demo_is_idempotent_and_never_shows_secrets_again(debug):
     news.description = "edited in the admin"
     news.save()
     out, _ = run("seed_demo")
-    assert Channel.objects.count() == 3
+    assert Channel.objects.count() == 4
     assert AccessKey.objects.count() == 2
     assert get_user_model().objects.count() == 2
     demo = get_user_model().objects.get(username="demo")

@@ -554,6 +554,13 @@ valid_bodies = {
     "logout": flags,
     "disconnect": flags,
     "ping": flags,
+    "rpc": st.fixed_dictionaries(
+        {"method": st.from_regex(r"[A-Za-z0-9_.-]{1,20}(/[A-Za-z0-9_.-]{1,20}){0,3}", fullmatch=True)},
+        optional={"data": st.none() | st.integers() | unicode_text},
+    ),
+    "refresh": st.fixed_dictionaries(
+        {"token": bounded_text(MAX_TOKEN_LENGTH)}, optional={"access": st.sampled_from(ACCESS_LEVELS)}
+    ),
 }
 assert set(valid_bodies) == set(COMMAND_KEYS)
 request_ids = (

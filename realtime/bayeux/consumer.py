@@ -27,7 +27,7 @@ class BayeuxConsumer(Consumer):
     """Serves Bayeux (``docs/bayeux.md``) on one WebSocket, for any number of sessions."""
 
     server = None
-    protocol = "bayeux"
+    protocol_name = "bayeux"
 
     # ASGI events -------------------------------------------------------------------
 

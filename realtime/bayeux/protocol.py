@@ -79,7 +79,7 @@ class BayeuxError(Exception):
     def from_realtime(cls, error: RealtimeError, args: str = "") -> BayeuxError:
         if isinstance(error, InvalidChannelName):
             return cls(405, "channel_invalid", args)
-        return cls(error.http_status, error.code.value, args)
+        return cls(error.http_status, str(error.code), args)
 
 
 def session_unknown() -> BayeuxError:

@@ -21,9 +21,9 @@ import secrets
 import weakref
 from typing import Any
 
-from .. import actions, protocol, registry
+from .. import actions, events, protocol, registry, signals
 from ..conf import settings
-from ..errors import CloseCode, InvalidData, RateLimited, RealtimeError
+from ..errors import CloseCode, InvalidData, MethodNotFound, RateLimited, RealtimeError
 from ..positions import Position
 from ..publishing import validate_event
 from ..ratelimit import TokenBucket
@@ -40,7 +40,7 @@ SUPERSEDED = "superseded"
 class Session:
     """One Bayeux client, as the hub sees it (a ``hub.Subscriber``)."""
 
-    protocol = "bayeux"
+    protocol_name = "bayeux"
 
     def __init__(self, server: BayeuxServer, principal) -> None:
         self.server = server
@@ -51,6 +51,8 @@ class Session:
         self.client_id = secrets.token_hex(16)
         self.principal = principal
         self.subscriptions: set[str] = set()
+        self.readable: dict[str, bool] = {}
+        self.writable: dict[str, str | None] = {}
         self.queue: list[str] = []
         self.socket = None  # the BayeuxConsumer it last spoke through, if any
         self.waiter: asyncio.Future | None = None  # a /meta/connect held over HTTP
@@ -69,14 +71,15 @@ class Session:
 
     def drop_subscription(self, name: str, reason: str) -> None:
         # Bayeux has no message for an unsubscribe the client did not ask for.
-        self.server.hub.unsubscribe(self, name)
+        self.server.hub.unsubscribe(self, name, reason)
 
     def drop_principal(self, reason: str) -> None:
-        # The session ends: its client handshakes again and is refused.
+        # The session ends: its client handshakes again (with fresh credentials, or is refused).
         self.server.end(self, reason)
 
     def replace_principal(self, principal) -> None:
         self.principal = principal
+        self.writable.clear()
 
     def disconnect(self, code: int, reason: str = "") -> None:
         # The server API's disconnect: the session ends; the reply to its connect
@@ -265,6 +268,10 @@ class BayeuxServer:
         session = Session(self, principal)
         self.sessions[session.bayeux_id] = session
         self.hub.add(session)
+        self.hub.watch_expiry(session, principal)
+        events.connection_event(signals.connected, session, scope=None)
+        if principal is not None:
+            events.connection_event(signals.authenticated, session, refreshed=False)
         transport.use(session, False)
         transport.send_reply(
             bayeux.reply(
@@ -307,7 +314,7 @@ class BayeuxServer:
         for channel in bayeux.subscriptions(message):
             if bayeux.is_meta(channel) or bayeux.is_service(channel):
                 continue
-            self.hub.unsubscribe(session, bayeux.subscription_name(channel))
+            self.hub.unsubscribe(session, bayeux.subscription_name(channel), "client")
         transport.send_reply(
             bayeux.reply(message, bayeux.UNSUBSCRIBE, True, subscription=message["subscription"])
         )
@@ -328,7 +335,7 @@ class BayeuxServer:
         name = bayeux.publish_name(channel)
         event = validate_event(bayeux.realtime_ext(message).get("event", bayeux.DEFAULT_EVENT))
         try:
-            publication = await actions.publish(session.principal, name, event, message["data"])
+            publication = await actions.publish(session.principal, name, event, message["data"], conn=session)
         except RealtimeError as error:
             raise BayeuxError.from_realtime(error, channel) from None
         fields = {}
@@ -338,21 +345,15 @@ class BayeuxServer:
 
     async def _call_service(self, session: Session, message: dict, transport) -> None:
         channel = message["channel"]
-        handler = services.handler_for(channel)
         fields = {}
-        if handler is not None:
-            request = services.ServiceRequest(channel, message["data"], session.principal, session.client_id)
-            try:
-                result = await services.call(handler, request)
-            except RealtimeError as error:
-                raise BayeuxError.from_realtime(error, channel) from None
-            if result is not None:
-                try:
-                    bayeux.encode(result)
-                except (TypeError, ValueError):
-                    logger.error("realtime: the handler of %s returned what JSON cannot encode", channel)
-                    raise BayeuxError(500, "internal_error", channel) from None
-                fields["data"] = result
+        try:
+            result = await services.call(channel, message["data"], session.principal, session.client_id)
+        except MethodNotFound:
+            result = None  # acknowledged, and goes nowhere, as in CometD
+        except RealtimeError as error:
+            raise BayeuxError.from_realtime(error, channel) from None
+        if result is not None:
+            fields["data"] = result
         # The answer goes to the sender alone; nothing is broadcast on /service/**.
         transport.send_reply(bayeux.reply(message, channel, True, **fields))
         if fields:
@@ -369,6 +370,7 @@ class BayeuxServer:
         session.ended = reason
         self.sessions.pop(session.bayeux_id, None)
         self.hub.remove(session)
+        events.connection_event(signals.disconnected, session, code=None, reason=reason)
         session.queue = []
         session.answer_connect()
         if session.socket is not None:

@@ -7,6 +7,12 @@ connection is an *entry* with an expiry that its process renews every third of
 entries are swept once they expire. Adding, removing and sweeping report which members
 joined or left, for the channel's join and leave events.
 
+Each call says what it changed (a :class:`Change`): the members that joined or left, and
+whether the channel went from no members to some (*occupied*) or back (*vacated*). The
+Redis scripts decide this atomically, so across every process each change is reported
+once, to the one process whose call made it; that process announces it (join and leave
+notices, the cluster-wide signals, webhooks).
+
 Two stores share one interface: :class:`MemoryPresence` for the embedded default
 (one process: nothing can vanish without a goodbye) and :class:`RedisPresence`.
 
@@ -17,11 +23,34 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass, field
 
 from .redis import RedisConnection
 
 KEY_PREFIX = "realtime:presence:"
 SWEEP_BATCH = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What one presence call changed, in this order: ``left`` (swept or removed), the
+    channel ``vacated``, ``occupied`` again, and ``joined`` (the member added, if new)."""
+
+    left: list[dict] = field(default_factory=list)
+    joined: dict | None = None
+    occupied: bool = False
+    vacated: bool = False
+
+
+def _change(left: list, before: int, after: int, joined: dict | None = None) -> Change:
+    """``before``: members before the call (and its sweep); ``after``: members after it."""
+    middle = after - (1 if joined is not None else 0)  # after the sweep, before the join
+    return Change(
+        left=left,
+        joined=joined,
+        occupied=joined is not None and middle == 0,
+        vacated=before > 0 and middle == 0,
+    )
 
 
 def member_key(client: str, user: dict | None) -> str:
@@ -49,39 +78,45 @@ class MemoryPresence:
     def __init__(self) -> None:
         self._channels: dict[str, dict[str, dict | None]] = {}
 
-    async def add(self, channel: str, client: str, user: dict | None, ttl: float) -> tuple[bool, list]:
+    def _count(self, channel: str) -> int:
+        return len({member_key(client, user) for client, user in self._channels.get(channel, {}).items()})
+
+    async def add(self, channel: str, client: str, user: dict | None, ttl: float) -> Change:
         entries = self._channels.setdefault(channel, {})
         if client in entries:
-            return False, []
-        key = member_key(client, user)
-        joined = all(member_key(other, u) != key for other, u in entries.items())
+            return Change()
+        before = self._count(channel)
         entries[client] = user
-        return joined, []
+        after = self._count(channel)
+        return _change([], before, after, _member(client, user) if after > before else None)
 
-    async def remove(self, channel: str, client: str) -> tuple[dict | None, list]:
+    async def remove(self, channel: str, client: str) -> Change:
         entries = self._channels.get(channel)
         if not entries or client not in entries:
-            return None, []
+            return Change()
         user = entries.pop(client)
         key = member_key(client, user)
         if not entries:
             del self._channels[channel]
-        elif any(member_key(other, u) == key for other, u in entries.items()):
-            return None, []
-        return _member(client, user), []
+            return Change([_member(client, user)], vacated=True)
+        if any(member_key(other, u) == key for other, u in entries.items()):
+            return Change()
+        return Change([_member(client, user)])
 
-    async def members(self, channel: str) -> tuple[list[dict], list]:
-        return _group(self._channels.get(channel, {}).items()), []
+    async def members(self, channel: str) -> tuple[list[dict], Change]:
+        return _group(self._channels.get(channel, {}).items()), Change()
 
-    async def refresh(self, channel: str, clients: list[str], ttl: float) -> list:
-        return []
+    async def refresh(self, channel: str, clients: list[str], ttl: float) -> Change:
+        return Change()
 
 
 # KEYS: entries hash (client -> json), expiry zset (client -> deadline), members hash
 # (member key -> connection count). Every script first sweeps expired entries and
-# returns the members that left because of it (as entry json).
+# returns the members that left because of it (as entry json), and the number of
+# members before the sweep and at the end.
 SWEEP = """
 local now = tonumber(ARGV[1])
+local before = redis.call('HLEN', KEYS[3])
 local left = {}
 local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, SWEEP_BATCH)
 for _, client in ipairs(expired) do
@@ -108,7 +143,7 @@ if redis.call('HSETNX', KEYS[1], ARGV[2], ARGV[3]) == 1 then
 end
 redis.call('ZADD', KEYS[2], ARGV[5], ARGV[2])
 for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[6]) end
-return {joined, left}
+return {joined, left, before, redis.call('HLEN', KEYS[3])}
 """
 )
 
@@ -127,7 +162,7 @@ if entry then
     gone = entry
   end
 end
-return {gone, left}
+return {gone, left, before, redis.call('HLEN', KEYS[3])}
 """
 )
 
@@ -135,7 +170,7 @@ return {gone, left}
 MEMBERS = (
     SWEEP
     + """
-return {redis.call('HVALS', KEYS[1]), left}
+return {redis.call('HVALS', KEYS[1]), left, before, redis.call('HLEN', KEYS[3])}
 """
 )
 
@@ -149,7 +184,7 @@ end
 if redis.call('EXISTS', KEYS[1]) == 1 then
   for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
 end
-return {0, left}
+return {0, left, before, redis.call('HLEN', KEYS[3])}
 """
 )
 
@@ -169,24 +204,31 @@ class RedisPresence:
         self.redis = redis
 
     async def _run(self, script: str, channel: str, args: list):
-        first, left = await self.redis.run(script, _keys(channel), [time.time(), *args], "presence")
-        return first, [_decode(entry) for entry in left]
+        first, left, before, after = await self.redis.run(
+            script, _keys(channel), [time.time(), *args], "presence"
+        )
+        return first, [_decode(entry) for entry in left], int(before), int(after)
 
-    async def add(self, channel: str, client: str, user: dict | None, ttl: float) -> tuple[bool, list]:
+    async def add(self, channel: str, client: str, user: dict | None, ttl: float) -> Change:
         entry = json.dumps({"c": client, "u": user, "m": member_key(client, user)}, separators=(",", ":"))
         args = [client, entry, member_key(client, user), time.time() + ttl, int(ttl * 3) + 1]
-        joined, left = await self._run(ADD, channel, args)
-        return bool(joined), left
+        joined, left, before, after = await self._run(ADD, channel, args)
+        return _change(left, before, after, _member(client, user) if joined else None)
 
-    async def remove(self, channel: str, client: str) -> tuple[dict | None, list]:
-        gone, left = await self._run(REMOVE, channel, [client])
-        return (_decode(gone) if gone else None), left
+    async def remove(self, channel: str, client: str) -> Change:
+        gone, left, before, after = await self._run(REMOVE, channel, [client])
+        if gone:
+            left.append(_decode(gone))
+        return Change(left, vacated=before > 0 and after == 0)
 
-    async def members(self, channel: str) -> tuple[list[dict], list]:
-        entries, left = await self._run(MEMBERS, channel, [])
+    async def members(self, channel: str) -> tuple[list[dict], Change]:
+        entries, left, before, after = await self._run(MEMBERS, channel, [])
         decoded = [_decode(entry) for entry in entries]
-        return _group((member["client"], member["user"]) for member in decoded), left
+        members = _group((member["client"], member["user"]) for member in decoded)
+        return members, Change(left, vacated=before > 0 and after == 0)
 
-    async def refresh(self, channel: str, clients: list[str], ttl: float) -> list:
-        _, left = await self._run(REFRESH, channel, [time.time() + ttl, int(ttl * 3) + 1, *clients])
-        return left
+    async def refresh(self, channel: str, clients: list[str], ttl: float) -> Change:
+        _, left, before, after = await self._run(
+            REFRESH, channel, [time.time() + ttl, int(ttl * 3) + 1, *clients]
+        )
+        return Change(left, vacated=before > 0 and after == 0)

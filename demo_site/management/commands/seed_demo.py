@@ -30,6 +30,12 @@ CHANNELS = [
         "anonymous_read": True,
         "description": "Public live metrics.",
     },
+    {
+        "name": "users",
+        "include_subchannels": True,
+        "personal": True,
+        "description": "Personal channels: users/<id> is readable by that user only (mentions in the chat).",
+    },
 ]
 KEYS = [("demo-publisher", AccessKey.READ_WRITE), ("demo-reader", AccessKey.READ_ONLY)]
 ADMIN_USERNAME = "admin"

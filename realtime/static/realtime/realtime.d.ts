@@ -18,6 +18,9 @@ export declare const ERROR_CODES: Readonly<{
   PRESENCE_DISABLED: "presence_disabled";
   UNAVAILABLE: "unavailable";
   INTERNAL_ERROR: "internal_error";
+  METHOD_NOT_FOUND: "method_not_found";
+  REJECTED: "rejected";
+  HANDLER_TIMEOUT: "handler_timeout";
 }>;
 
 /** Failures the client detects itself; the server never sends these. */
@@ -104,11 +107,14 @@ export interface PresenceMember {
 export interface OkReply {
   ok: true;
   id?: number | string;
+  /** In replies to `auth` and `refresh` with a token whose authentication ends: unix seconds. */
+  expires?: number;
   [key: string]: unknown;
 }
 
 export type Notice =
   | { unsubscribed: { channel: string; reason: string } }
+  /** reason: "key_revoked", "user_inactive", "token_expired" (the token's session ended without a refresh)... */
   | { logout: { reason: string } }
   /** "broker_unavailable" (not recoverable from history), or "not_recovered" after a reconnect. */
   | { missed: { channel: string; reason: string } }
@@ -235,6 +241,8 @@ export interface RealtimeEventMap {
   "realtime:message": CustomEvent<Message>;
   "realtime:notice": CustomEvent<Notice>;
   "realtime:error": CustomEvent<{ error: RealtimeError }>;
+  /** The live connection's token was renewed with `refresh`; `expires` is when the new one ends. */
+  "realtime:refresh": CustomEvent<{ expires: number | null }>;
 }
 
 export declare class RealtimeClient extends EventTarget {
@@ -275,6 +283,12 @@ export declare class RealtimeClient extends EventTarget {
   history<T = Json>(channel: string, options?: { since?: number; limit?: number; epoch?: string }): Promise<HistoryPage<T>>;
   /** Who is subscribed to a channel with presence. */
   presence(channel: string): Promise<PresenceMember[]>;
+  /**
+   * Call a method registered on the server (`@realtime.rpc.method("name")`): resolves with
+   * its result; rejects with a RealtimeError (`method_not_found`, `access_denied`,
+   * `invalid_data`, `rejected`, `handler_timeout`, `internal_error`, or the method's own code).
+   */
+  rpc<R = Json>(method: string, data?: unknown): Promise<R>;
   /** The last position seen on a channel with history, if any. */
   position(channel: string): Position | undefined;
   /** Keep these credentials (used again after every reconnect) and authenticate with them. */

@@ -13,7 +13,8 @@
  *     await client.publish("rooms/lobby", "chat", {text: "hi"});
  *
  * Requests (`publish`, `auth`, `logout`, `unsubscribe`) return promises that resolve with
- * the server's `{"ok": true}` reply, or reject with a `RealtimeError` whose `code` is the
+ * the server's `{"ok": true}` reply (`rpc` resolves with the method's result), or reject
+ * with a `RealtimeError` whose `code` is the
  * server's error code, or one of the client's own: "timeout" (no reply within
  * `requestTimeout` after the frame was sent), "disconnected" (the connection dropped
  * after the frame was sent: it may or may not have been carried out, so it is not resent),
@@ -25,6 +26,13 @@
  * connection is open and authenticated and every subscription has been renewed. `close()`
  * rejects everything still pending with "closed", and requests made while closed are
  * rejected at once.
+ *
+ * A token whose authentication ends (the server's `auth` reply says `"expires"`, with
+ * `REALTIME["TOKEN_SESSION_TTL"]`) is renewed before then on the live connection: the
+ * client fetches a fresh one from `tokenUrl` and sends `{"refresh": {"token": ...}}`,
+ * keeping its subscriptions (those the new token no longer covers end with the server's
+ * `unsubscribed` notices). If that fails, the server logs the connection out
+ * (`{"logout": {"reason": "token_expired"}}`) and it continues anonymously.
  *
  * After every reconnect the client authenticates again with the same credentials (with a
  * fresh token from `tokenUrl` when it has none, when it has expired, or when the server
@@ -56,7 +64,9 @@
  *                     (the server API subscribed this connection; its publications arrive as
  *                     realtime:message events, and it is not renewed after a reconnect)
  *   realtime:error    detail {error}: errors no promise can carry (a failed re-authentication
- *                     or re-subscription after a reconnect, an error reply without an id)
+ *                     or re-subscription after a reconnect, a failed token refresh, an error
+ *                     reply without an id)
+ *   realtime:refresh  detail {expires}: the live connection's token was renewed (`refresh`)
  */
 
 export const PROTOCOL_VERSION = 1;
@@ -76,6 +86,9 @@ export const ERROR_CODES = Object.freeze({
   PRESENCE_DISABLED: "presence_disabled",
   UNAVAILABLE: "unavailable",
   INTERNAL_ERROR: "internal_error",
+  METHOD_NOT_FOUND: "method_not_found",
+  REJECTED: "rejected",
+  HANDLER_TIMEOUT: "handler_timeout",
 });
 
 /** Codes for failures the client detects itself; they never come from the server. */
@@ -115,6 +128,8 @@ const FINAL_CLOSE_CODES = new Set([
 const OPEN = 1; // WebSocket.OPEN, spelled out so that injected implementations need not define it
 const ABNORMAL = 1006; // the close code reported when the client itself gives up on a socket
 const TOKEN_EXPIRY_MARGIN_MS = 5000;
+// A token's authentication is renewed this long before it ends (at most a third of what is left).
+const REFRESH_MARGIN_MS = 30000;
 
 const DEFAULTS = Object.freeze({
   reconnect: Object.freeze({minDelay: 500, maxDelay: 30000, factor: 2, jitter: 0.5}),
@@ -259,7 +274,7 @@ export class RealtimeClient extends EventTarget {
     this._failures = 0;
     this._connectWaiters = [];
     this._authWaiters = [];
-    this._timers = {reconnect: null, heartbeat: null, connect: null};
+    this._timers = {reconnect: null, heartbeat: null, connect: null, refresh: null};
   }
 
   /** Build a client from `<meta name="realtime" data-url data-token data-token-url data-expires>`. */
@@ -336,6 +351,16 @@ export class RealtimeClient extends EventTarget {
     return this._request("history", body).then((reply) => reply.history);
   }
 
+  /**
+   * Call the server method `method` (registered with `@realtime.rpc.method`) with `data`:
+   * resolves with its result, or rejects with its error (`method_not_found`,
+   * `access_denied`, `invalid_data`, `rejected`, `handler_timeout`, a project's own code...).
+   */
+  rpc(method, data = null) {
+    if (typeof method !== "string") return Promise.reject(new TypeError("realtime: method must be a string"));
+    return this._request("rpc", {method, data: data === undefined ? null : data}).then((reply) => reply.result);
+  }
+
   /** Who is subscribed to `channel`: resolves with [{user, clients}, ...]. */
   presence(channel) {
     return this._request("presence", {channel}).then((reply) => reply.presence.members);
@@ -369,6 +394,7 @@ export class RealtimeClient extends EventTarget {
   logout() {
     this._credentials = null;
     this.authenticated = false;
+    this._clearTimer("refresh");
     this._endSubscriptions(this._subscriptions.slice(), "logout");
     if (!this._ready) return Promise.resolve(null); // the next connection starts anonymous
     return this._request("logout", true);
@@ -482,7 +508,35 @@ export class RealtimeClient extends EventTarget {
       reply = await this._call(ws, "auth", body());
     }
     this.authenticated = true;
+    this._scheduleRefresh(ws, credentials, reply);
     return reply;
+  }
+
+  /** After an `auth` or `refresh` reply that says when the authentication ends, renew it before. */
+  _scheduleRefresh(ws, credentials, reply) {
+    this._clearTimer("refresh");
+    if (typeof reply?.expires !== "number" || !credentials.tokenUrl) return;
+    const left = reply.expires * 1000 - Date.now();
+    const delay = Math.max(0, left - Math.min(REFRESH_MARGIN_MS, left / 3));
+    this._timers.refresh = setTimeout(() => {
+      this._timers.refresh = null;
+      this._refresh(ws, credentials).catch((error) => {
+        // The connection stays as it is; when the authentication ends, the server says so.
+        if (ws === this._ws) this._emitError(error);
+      });
+    }, delay);
+  }
+
+  /** Fetch a fresh token and renew the live connection's authentication with it. */
+  async _refresh(ws, credentials) {
+    if (ws !== this._ws || this._credentials !== credentials) return;
+    if (!(await this._fetchToken(credentials))) {
+      throw new RealtimeError(CLIENT_ERROR_CODES.TOKEN_UNAVAILABLE, "the token endpoint gives this user no token");
+    }
+    if (ws !== this._ws || this._credentials !== credentials) return;
+    const reply = await this._call(ws, "refresh", {token: credentials.token, access: credentials.access});
+    this._scheduleRefresh(ws, credentials, reply);
+    this._emit("realtime:refresh", {expires: reply.expires ?? null});
   }
 
   /** Fetch a token into `credentials`. False when the server gives this user none (401/403). */
@@ -540,6 +594,7 @@ export class RealtimeClient extends EventTarget {
     this._pings.clear();
     this._clearTimer("connect");
     this._clearTimer("heartbeat");
+    this._clearTimer("refresh");
     if (FINAL_CLOSE_CODES.has(code) || this.options.reconnect === false) {
       this._shutdown(code, reason);
       return;
@@ -759,9 +814,13 @@ export class RealtimeClient extends EventTarget {
   }
 
   _onLogoutNotice(frame) {
-    // The key or token stopped working: do not present it again after a reconnect.
-    this._credentials = null;
+    // The key or token stopped working: do not present it again after a reconnect. A token
+    // that ran out is fetched afresh from tokenUrl on the next auth() or reconnect instead.
+    const expired = frame.logout.reason === "token_expired" && this._credentials?.tokenUrl;
+    if (expired) this._credentials.token = null;
+    else this._credentials = null;
     this.authenticated = false;
+    this._clearTimer("refresh");
     this._endSubscriptions(this._subscriptions.slice(), frame.logout.reason);
     this._emit("realtime:notice", frame);
   }
