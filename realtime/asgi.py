@@ -51,12 +51,22 @@ class Consumer:
     invalid_frames = 0
     auth_failures = 0
     # The close code this side sent, if it closed the connection.
+    # Who ended the connection: the code (and reason) the server closed with, or the
+    # client's close frame (code, reason) as the server passed it on.
     close_code: int | None = None
+    close_reason = ""
+    client_close: tuple[int | None, str] | None = None
 
     async def __call__(self, scope: dict, receive, send) -> None:
         self.scope = scope
         self.base_send = send
         self._task = asyncio.current_task()
+        try:
+            await self._serve(receive)
+        finally:
+            self.finished()
+
+    async def _serve(self, receive) -> None:
         try:
             while True:
                 self._receiving = True
@@ -107,6 +117,7 @@ class Consumer:
         """The client went away: undo, stop sending, end the loop."""
         if not self.closing:
             stats.counters.closed("client", message.get("code"))
+            self.client_close = (message.get("code"), message.get("reason") or "")
         self.closing = True
         self.let_go("closed")
         if self.outbox is not None:
@@ -145,6 +156,9 @@ class Consumer:
 
     # Closing -----------------------------------------------------------------------
 
+    def finished(self) -> None:
+        """The connection is over, whoever ended it (called once, as the application returns)."""
+
     def let_go(self, reason: str) -> None:
         """Stop serving this connection's subscriptions; ``reason`` is ``closed`` or ``too_slow``."""
 
@@ -172,6 +186,7 @@ class Consumer:
 
     async def _close_after_queued(self, code: int, reason: str = "") -> None:
         self.close_code = int(code)
+        self.close_reason = reason or _name_of(code)
         stats.counters.closed("server", int(code))
         await self.outbox.flush()
         message = {"type": "websocket.close", "code": int(code)}
@@ -199,6 +214,7 @@ class Consumer:
         stats.counters.too_slow += 1
         stats.counters.closed("server", int(CloseCode.TOO_SLOW))
         self.close_code = int(CloseCode.TOO_SLOW)
+        self.close_reason = _name_of(CloseCode.TOO_SLOW)
         self.closing = True
         self.let_go("too_slow")
         self._closing = asyncio.get_running_loop().create_task(self._send_close(CloseCode.TOO_SLOW))
@@ -210,3 +226,11 @@ class Consumer:
             await sent
         except Exception:
             pass  # the client is gone already
+
+
+def _name_of(code: int) -> str:
+    """``too_many_invalid_frames`` for 4001: the reason the lifecycle signals report."""
+    try:
+        return CloseCode(code).name.lower()
+    except ValueError:
+        return ""

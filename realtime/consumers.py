@@ -40,7 +40,6 @@ logger = logging.getLogger("realtime")
 
 # Errors that say the client sent garbage; enough of them in a row close the socket.
 MALFORMED = frozenset({ErrorCode.INVALID_DATA, ErrorCode.MESSAGE_TOO_LARGE})
-CLOSE_CODES = frozenset(int(code) for code in CloseCode)
 
 
 class RealtimeConsumer(Consumer):
@@ -77,17 +76,15 @@ class RealtimeConsumer(Consumer):
         self.hub.add(self)
         events.connection_event(signals.connected, self, scope=self.scope)
 
-    async def websocket_disconnect(self, message: dict) -> None:
-        self.closing = True
-        self.let_go("closed")
-        if self.hub is not None:  # it was connected (and reported so)
-            code = self.close_code if self.close_code is not None else message.get("code")
-            if self.close_code is not None:
-                reason = CloseCode(self.close_code).name.lower() if self.close_code in CLOSE_CODES else ""
-            else:
-                reason = message.get("reason") or "client"
-            events.connection_event(signals.disconnected, self, code=code, reason=reason)
-        await super().websocket_disconnect(message)
+    def finished(self) -> None:
+        if self.hub is None:  # never connected (nor reported so)
+            return
+        if self.close_code is not None:
+            code, reason = self.close_code, self.close_reason
+        else:
+            code, reason = self.client_close or (None, "")
+            reason = reason or "client"
+        events.connection_event(signals.disconnected, self, code=code, reason=reason)
 
     async def websocket_receive(self, message: dict) -> None:
         if self.closing:
