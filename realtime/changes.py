@@ -12,14 +12,15 @@ from __future__ import annotations
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
-from . import auth, broker, permissions, registry, tokens
+from . import addresses, auth, broker, permissions, registry, tokens
 from .bayeux import services
 
 
 def clear_caches() -> None:
-    """Drop the keys and channels cached in this process."""
+    """Drop the keys, channels and token users cached in this process."""
     auth.cache.clear()
     registry.cache.clear()
+    tokens.cache.clear()
 
 
 def notify_changed() -> None:
@@ -37,3 +38,4 @@ def settings_changed(setting: str, **kwargs) -> None:
     permissions.reset()
     tokens.reset()
     services.reset()
+    addresses.reset()

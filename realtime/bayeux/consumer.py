@@ -27,6 +27,8 @@ class BayeuxConsumer(Consumer):
     """Serves Bayeux (``docs/bayeux.md``) on one WebSocket, for any number of sessions."""
 
     server = None
+    # A handshake here may carry a key's secret (the frame is not logged, unlike a URL).
+    secrets_allowed = True
 
     # ASGI events -------------------------------------------------------------------
 
@@ -86,6 +88,9 @@ class BayeuxConsumer(Consumer):
 
     def handshake_failed(self) -> None:
         self.authentication_failed()
+
+    def is_stale(self) -> bool:
+        return not self.sessions
 
     # Helpers -----------------------------------------------------------------------
 
