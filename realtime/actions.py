@@ -52,15 +52,20 @@ async def authenticate(credentials: protocol.Auth, address: str | None = None) -
     Raises InvalidCredentials, or TooManyAuthFailures (nothing checked) while the
     address has used up its failures.
     """
-    quotas.check_auth(address)
+    quotas.begin_auth(address)
     try:
         if credentials.token is not None:
             principal = await tokens.authenticate(credentials.token)
-            return principal.limited_to(credentials.access)
-        return await auth.authenticate(credentials.secret, credentials.access)
+            principal = principal.limited_to(credentials.access)
+        else:
+            principal = await auth.authenticate(credentials.secret, credentials.access)
     except InvalidCredentials:
-        quotas.auth_failed(address)
+        raise  # the failure stays counted
+    except BaseException:
+        quotas.auth_succeeded(address)  # not a failure of the credentials (the database, a cancel)
         raise
+    quotas.auth_succeeded(address)
+    return principal
 
 
 async def authorize_channel(principal: Principal | None, name: str) -> registry.ChannelInfo:

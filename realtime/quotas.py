@@ -123,21 +123,14 @@ class Quotas:
         bucket[1] = now
         return bucket
 
-    def check_auth(self, address: str | None) -> None:
-        """Raise TooManyAuthFailures if ``address`` has no failed attempt left to make."""
-        if address is None or settings.AUTH_FAILURES_PER_ADDRESS is None:
-            return
-        now = time.monotonic()
-        bucket = self._allowance(address, now)
-        if bucket is not None and bucket[0] < 1:
-            rate = settings.AUTH_FAILURES_PER_ADDRESS / settings.AUTH_FAILURE_WINDOW
-            raise TooManyAuthFailures(
-                "too many failed authentications from this address; try again later",
-                retry_after=(1 - bucket[0]) / rate,
-            )
+    def begin_auth(self, address: str | None) -> None:
+        """Before checking credentials from ``address``: take one failure from its allowance.
 
-    def auth_failed(self, address: str | None) -> None:
-        """One more failed authentication from ``address``."""
+        Raises TooManyAuthFailures (nothing taken) if none is left. Taken before the
+        check, not after it fails, so that many attempts in flight at once (a flood over
+        hundreds of connections) cannot all pass before the first failure is counted.
+        Call :meth:`auth_succeeded` when the credentials turn out good.
+        """
         limit = settings.AUTH_FAILURES_PER_ADDRESS
         if address is None or limit is None:
             return
@@ -147,10 +140,26 @@ class Quotas:
             if len(self._failures) >= MAX_TRACKED_ADDRESSES:
                 self._forget_failures(now)
             bucket = [float(limit), now]
+        elif bucket[0] < 1:
+            rate = limit / settings.AUTH_FAILURE_WINDOW
+            raise TooManyAuthFailures(
+                "too many failed authentications from this address; try again later",
+                retry_after=(1 - bucket[0]) / rate,
+            )
         else:
             del self._failures[address]  # re-inserted below: the table is kept oldest first
-        bucket[0] = max(0.0, bucket[0] - 1)
+        bucket[0] -= 1
         self._failures[address] = bucket
+
+    def auth_succeeded(self, address: str | None) -> None:
+        """The credentials :meth:`begin_auth` was for were good (or not checked): give it back."""
+        if address is None or settings.AUTH_FAILURES_PER_ADDRESS is None:
+            return
+        bucket = self._allowance(address, time.monotonic())
+        if bucket is not None:
+            bucket[0] += 1
+            if bucket[0] >= settings.AUTH_FAILURES_PER_ADDRESS:
+                del self._failures[address]  # nothing to remember
 
     def _forget_failures(self, now: float) -> None:
         """Make room: drop the addresses whose allowance is back, then the oldest."""

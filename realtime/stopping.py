@@ -47,7 +47,10 @@ def watch(consumer) -> None:
 
     def handler(signum, frame) -> None:
         signal.signal(signal.SIGTERM, previous if callable(previous) else signal.SIG_DFL)
-        loop.call_soon_threadsafe(_stopping, loop, previous)
+        try:
+            loop.call_soon_threadsafe(_stopping, loop, previous)
+        except RuntimeError:  # that loop has closed: there is nothing left to close properly
+            _stop_now(previous)
 
     signal.signal(signal.SIGTERM, handler)
 
@@ -65,7 +68,10 @@ def _stopping(loop: asyncio.AbstractEventLoop, previous) -> None:
     consumers = list(_open)
     logger.info("realtime: SIGTERM: closing %d WebSockets (4009) before stopping", len(consumers))
     for consumer in consumers:
-        consumer.close_soon(CloseCode.SHUTTING_DOWN)
+        try:
+            consumer.close_soon(CloseCode.SHUTTING_DOWN)
+        except Exception:  # pragma: no cover - one broken socket must not keep the rest open
+            logger.exception("realtime: could not close a WebSocket on SIGTERM")
     loop.call_later(GRACE, _stop_now, previous)
 
 

@@ -38,9 +38,10 @@ UVICORN_FLAGS = (
 class HardenedServer(AsgiServer):
     """uvicorn with realtime's protocol classes (or daphne), with extra server flags."""
 
-    def __init__(self, *args, flags: tuple[str, ...] = (), **kwargs) -> None:
+    def __init__(self, *args, flags: tuple[str, ...] = (), log_level: str = "info", **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.flags = list(flags)
+        self.log_level = log_level
 
     def command(self) -> list[str]:
         if self.server != "uvicorn":
@@ -51,7 +52,7 @@ class HardenedServer(AsgiServer):
             "--http", "realtime.servers.uvicorn:HttpProtocol",
             "--ws", "realtime.servers.uvicorn:WebSocketProtocol",
             *UVICORN_FLAGS,
-            "--lifespan", "off", "--log-level", "info", "--no-access-log",
+            "--lifespan", "off", "--log-level", self.log_level, "--no-access-log",
             *self.flags,
         ]  # fmt: skip
 

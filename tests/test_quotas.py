@@ -130,17 +130,38 @@ def test_an_address_that_used_up_its_failures_is_refused_then_let_back_gradually
     monkeypatch.setattr(time, "monotonic", lambda: now[0])
     quotas = Quotas()
     for _ in range(3):
-        quotas.check_auth("a")
-        quotas.auth_failed("a")
+        quotas.begin_auth("a")  # and the credentials turn out wrong
     with pytest.raises(TooManyAuthFailures) as refused:
-        quotas.check_auth("a")
+        quotas.begin_auth("a")
     assert refused.value.retry_after == pytest.approx(10)
-    quotas.check_auth("b")  # another address is not affected
+    quotas.begin_auth("b")  # another address is not affected
     now[0] += 10  # a third of the window gives one attempt back
-    quotas.check_auth("a")
-    quotas.auth_failed("a")
+    quotas.begin_auth("a")
     with pytest.raises(TooManyAuthFailures):
-        quotas.check_auth("a")
+        quotas.begin_auth("a")
+
+
+def test_attempts_in_flight_count_until_they_succeed(limits):
+    limits(AUTH_FAILURES_PER_ADDRESS=2, AUTH_FAILURE_WINDOW=60)
+    quotas = Quotas()
+    quotas.begin_auth("a")
+    quotas.begin_auth("a")
+    with pytest.raises(TooManyAuthFailures):
+        quotas.begin_auth("a")  # two checks still running: a third must wait
+    quotas.auth_succeeded("a")
+    quotas.begin_auth("a")
+    quotas.auth_succeeded("a")
+    quotas.auth_succeeded("a")
+    assert "a" not in quotas._failures  # a full allowance is not remembered
+
+
+def test_good_credentials_cost_nothing(limits):
+    limits(AUTH_FAILURES_PER_ADDRESS=1, AUTH_FAILURE_WINDOW=60)
+    quotas = Quotas()
+    for _ in range(100):
+        quotas.begin_auth("a")
+        quotas.auth_succeeded("a")
+    assert quotas._failures == {}
 
 
 def test_the_failure_table_is_bounded_however_many_addresses_fail(limits, monkeypatch):
@@ -148,7 +169,7 @@ def test_the_failure_table_is_bounded_however_many_addresses_fail(limits, monkey
     monkeypatch.setattr(quotas_module, "MAX_TRACKED_ADDRESSES", 100)
     quotas = Quotas()
     for n in range(1000):
-        quotas.auth_failed(f"10.0.{n // 256}.{n % 256}")
+        quotas.begin_auth(f"10.0.{n // 256}.{n % 256}")
     assert len(quotas._failures) <= 100
     # The newest are kept: they are the ones still failing.
     assert "10.0.3.231" in quotas._failures
@@ -158,8 +179,7 @@ def test_none_turns_the_failure_limit_off(limits):
     limits(AUTH_FAILURES_PER_ADDRESS=None)
     quotas = Quotas()
     for _ in range(100):
-        quotas.auth_failed("a")
-        quotas.check_auth("a")
+        quotas.begin_auth("a")
     assert quotas._failures == {}
 
 
