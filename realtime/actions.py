@@ -98,7 +98,8 @@ async def subscribe(hub, conn, name: str, since: Position | None = None) -> Subs
         return Subscribed()
     if len(conn.subscriptions) >= settings.MAX_SUBSCRIPTIONS:
         raise TooManySubscriptions(f"at most {settings.MAX_SUBSCRIPTIONS} subscriptions")
-    quotas.check_subscription(conn.address)
+    # The client address (realtime.addresses) of connections that have one.
+    quotas.check_subscription(getattr(conn, "address", None))
     if is_pattern(name):
         await authorize_pattern(conn.principal, name)
         await _listen(hub, conn, name)

@@ -39,6 +39,8 @@ class Subscriber(Protocol):
     principal: Principal | None
     subscriptions: set[str]
     client_id: str  # public: shown in presence
+    # Optional: the client address its subscriptions count towards (realtime.quotas).
+    address: str | None
 
     def push(self, frame: str) -> None:
         """Send one encoded frame; never blocks, never raises."""
