@@ -181,8 +181,14 @@ def test_connections_from_one_address_are_capped_with_4008(hardened, opened, mak
     assert closed_with(opened(hardened, address)) == 4008
     assert opened(hardened, fresh_address()).auth(secret)["ok"] is True  # others are not affected
     held[0].close()
-    time.sleep(0.5)
-    assert opened(hardened, address).auth(secret)["ok"] is True
+    deadline = time.monotonic() + 5  # until the server has seen the close
+    while True:
+        conn = opened(hardened, address)
+        try:
+            assert conn.auth(secret)["ok"] is True
+            break
+        except ConnectionClosed:
+            assert time.monotonic() < deadline, "the closed connection was never released"
 
 
 def test_connections_per_process_are_capped_with_4007(request, service_dir, test_database, make_key):
@@ -287,8 +293,12 @@ def test_subscriptions_are_capped_per_address_across_connections(
 
 
 def test_anonymous_clients_can_make_a_process_listen_to_few_topics(
-    hardened, opened, make_key, make_channel, uid
+    request, service_dir, test_database, opened, make_key, make_channel, uid
 ):
+    # A process of its own: other tests' anonymous subscriptions take no topic from this one.
+    hardened = start(
+        request, service_dir, database=test_database, server="uvicorn", realtime={"MAX_ANONYMOUS_TOPICS": 3}
+    )
     news = make_channel(f"news-{uid}", include_subchannels=True, anonymous_read=True).name
     anonymous = opened(hardened, fresh_address())
     taken = []
@@ -301,7 +311,7 @@ def test_anonymous_clients_can_make_a_process_listen_to_few_topics(
         taken.append(n)
     else:
         pytest.fail("anonymous subscriptions to new topics were never refused")
-    assert len(taken) <= LIMITS["MAX_ANONYMOUS_TOPICS"]
+    assert len(taken) == 3
     # Authenticated clients are not held to it; a topic listened to already costs nothing.
     user = opened(hardened, fresh_address())
     user.auth(make_key())
@@ -411,11 +421,14 @@ def test_a_chunked_body_over_the_limit_with_a_valid_key_is_413_not_500(
         b"Authorization: Bearer " + make_key().encode() + b"\r\n\r\n"
     )
     piece = b"x" * 65536
-    chunks = [b"%x\r\n%s\r\n" % (len(piece), piece)] * 48 + [b"0\r\n\r\n"]  # 3 MiB
+    # Over Django's DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB): daphne reads it all first; under
+    # uvicorn the guard stops reading, so more than socket buffers can hold is offered.
+    pieces = 48 if which == "daphne" else 512
+    chunks = [b"%x\r\n%s\r\n" % (len(piece), piece)] * pieces + [b"0\r\n\r\n"]
     status, response, sent = raw_http(server, head, fresh_address(), chunks)
     assert status == 413 and b'"err":"message_too_large"' in response
     if which == "uvicorn":
-        assert sent < 3 * 2**20  # refused before the client had sent it all
+        assert sent < pieces * len(piece)  # refused before the client had sent it all
 
 
 def test_a_declared_length_over_the_limit_is_413_before_it_is_sent(hardened, make_key):
