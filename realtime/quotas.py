@@ -18,11 +18,15 @@ connection opens or closes, a subscription or a session begins, or credentials f
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import time
 import weakref
 
 from .conf import settings
 from .errors import CloseCode, TooManyAuthFailures, TooManySubscriptions
+
+logger = logging.getLogger("realtime")
 
 MAX_TRACKED_ADDRESSES = 10_000
 PENDING = object()
@@ -34,6 +38,7 @@ class Quotas:
     def __init__(self) -> None:
         self.connections = 0
         self._connections: dict[str, int] = {}
+        self._warned: set[str] = set()
         # Address -> its hub subscribers here (native connections and Bayeux sessions).
         self._subscribers: dict[str, set] = {}
         self._sessions: dict[str, int] = {}
@@ -53,10 +58,29 @@ class Quotas:
             held = self._connections.get(address, 0)
             limit = settings.MAX_CONNECTIONS_PER_ADDRESS
             if limit is not None and held >= limit:
+                self._warn_if_proxy(address, limit)
                 return CloseCode.TOO_MANY_CONNECTIONS_FROM_ADDRESS
             self._connections[address] = held + 1
         self.connections += 1
         return None
+
+    def _warn_if_proxy(self, address: str, limit: int) -> None:
+        """Say once if the address at its limit looks like a reverse proxy nobody trusts:
+        then every client behind it shares one allowance."""
+        if address in self._warned or settings.TRUSTED_PROXIES:
+            return
+        try:
+            private = ipaddress.ip_address(address).is_private
+        except ValueError:
+            private = False
+        if private and len(self._warned) < 100:
+            self._warned.add(address)
+            logger.warning(
+                "realtime: %s holds MAX_CONNECTIONS_PER_ADDRESS (%d) WebSockets; if it is your "
+                "reverse proxy, list it in REALTIME['TRUSTED_PROXIES'] (docs/deployment.md#hardening)",
+                address,
+                limit,
+            )
 
     def release(self, address: str | None) -> None:
         """A WebSocket :meth:`admit` counted has ended."""

@@ -102,6 +102,27 @@ def test_pings_read_together_get_one_pong_and_the_close_handshake_still_complete
     assert close_code(frames) == 1000
 
 
+def test_the_protocol_class_keeps_uvicorn_s_flow_control_slow_readers_still_get_4004(
+    request, service_dir, test_database, make_key, make_channel, uid
+):
+    realtime = {"MAX_PENDING_FRAMES": 20, "RATE_LIMIT": 1e6, "RATE_BURST": 10**6}
+    server = start(request, service_dir, database=test_database, server="uvicorn", realtime=realtime)
+    news = make_channel(f"news-{uid}", anonymous_read=True)
+    stalled = client(server, fresh_address(), max_queue=1)  # stops reading its socket
+    healthy, writer = client(server, fresh_address()), client(server, fresh_address())
+    try:
+        stalled.subscribe(news.name)
+        healthy.subscribe(news.name)
+        writer.auth(make_key())
+        for n in range(400):  # 24 MB: far more than socket buffers and the queue hold
+            writer.send({"publish": {"channel": news.name, "event": "big", "data": "x" * 60_000}, "id": n})
+            assert healthy.next_message(timeout=10)["message"]["event"] == "big"
+        assert closed_with(stalled, timeout=30) == 4004
+    finally:
+        for conn in (stalled, healthy, writer):
+            conn.close()
+
+
 def test_invalid_utf8_is_closed_with_1007_and_one_log_line_not_a_traceback(hardened):
     sock = upgrade(hardened, fresh_address())
     sock.sendall(frame(0x1, b'{"ping":"\xff"}'))

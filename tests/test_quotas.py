@@ -77,6 +77,18 @@ def test_connections_per_process_and_per_address_are_capped_and_released(limits)
     assert quotas.connections == 0 and quotas._connections == {}
 
 
+def test_a_private_address_at_its_limit_with_no_trusted_proxy_is_pointed_out_once(limits, caplog):
+    limits(MAX_CONNECTIONS_PER_ADDRESS=1)
+    quotas = Quotas()
+    quotas.admit("127.0.0.1")
+    for _ in range(3):
+        assert quotas.admit("127.0.0.1") == CloseCode.TOO_MANY_CONNECTIONS_FROM_ADDRESS
+    assert caplog.text.count("list it in REALTIME['TRUSTED_PROXIES']") == 1
+    quotas.admit("1.1.1.1")
+    quotas.admit("1.1.1.1")  # a public address is a client, not a proxy
+    assert "1.1.1.1" not in caplog.text
+
+
 def test_no_limit_is_none_and_unknown_addresses_count_only_towards_the_process(limits):
     limits(MAX_CONNECTIONS=None, MAX_CONNECTIONS_PER_ADDRESS=None)
     quotas = Quotas()
