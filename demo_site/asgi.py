@@ -13,11 +13,13 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from realtime.guard import guard  # noqa: E402
 from realtime.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        # realtime's HTTP endpoints refuse oversized and unauthenticated bodies unread.
+        "http": guard(django_asgi_app),
         # realtime checks the Origin itself (allowing clients that send none).
         "websocket": URLRouter(websocket_urlpatterns),
     }

@@ -19,13 +19,15 @@ from .errors import (
     AccessDenied,
     HistoryDisabled,
     InvalidChannel,
+    InvalidCredentials,
     InvalidData,
     PresenceDisabled,
     TooManySubscriptions,
 )
-from .names import is_pattern, pattern_prefix, validate_channel_name, validate_subscription_name
+from .names import is_pattern, pattern_prefix, topic, validate_channel_name, validate_subscription_name
 from .positions import Position
 from .publishing import Publication, send_publication, validate_event
+from .quotas import quotas
 
 
 @dataclass(slots=True)
@@ -41,11 +43,28 @@ class Subscribed:
     frames: list[str] = field(default_factory=list)
 
 
-async def authenticate(credentials: protocol.Auth) -> Principal:
-    """The principal for an access key's secret or a signed browser token."""
-    if credentials.token is not None:
-        return tokens.verify_token(credentials.token).limited_to(credentials.access)
-    return await auth.authenticate(credentials.secret, credentials.access)
+async def authenticate(credentials: protocol.Auth, address: str | None = None) -> Principal:
+    """The principal for an access key's secret or a signed browser token, presented
+    from client ``address``: every path that takes credentials comes here, so failures
+    count towards ``AUTH_FAILURES_PER_ADDRESS`` wherever they happen.
+
+    Raises InvalidCredentials, or TooManyAuthFailures (nothing checked) while the
+    address has used up its failures.
+    """
+    quotas.begin_auth(address)
+    try:
+        if credentials.token is not None:
+            principal = await tokens.authenticate(credentials.token)
+            principal = principal.limited_to(credentials.access)
+        else:
+            principal = await auth.authenticate(credentials.secret, credentials.access)
+    except InvalidCredentials:
+        raise  # the failure stays counted
+    except BaseException:
+        quotas.auth_succeeded(address)  # not a failure of the credentials (the database, a cancel)
+        raise
+    quotas.auth_succeeded(address)
+    return principal
 
 
 async def authorize_channel(principal: Principal | None, name: str) -> registry.ChannelInfo:
@@ -102,14 +121,16 @@ async def subscribe(hub, conn, name: str, since: Position | None = None) -> Subs
         return Subscribed()
     if len(conn.subscriptions) >= settings.MAX_SUBSCRIPTIONS:
         raise TooManySubscriptions(f"at most {settings.MAX_SUBSCRIPTIONS} subscriptions")
+    # The client address (realtime.addresses) of connections that have one.
+    quotas.check_subscription(getattr(conn, "address", None))
     if is_pattern(name):
         await authorize_pattern(conn.principal, name)
-        await hub.subscribe(conn, name)
+        await _listen(hub, conn, name)
         events.connection_event(signals.subscribed, conn, channel=name)
         return Subscribed()
     info = await authorize_channel(conn.principal, name)
     try:
-        await hub.subscribe(conn, name, hold=info.has_history)
+        await _listen(hub, conn, name, hold=info.has_history)
         if name not in conn.subscriptions:
             # Dropped while subscribing (the key was revoked, the channel deactivated);
             # the connection has been told why.
@@ -145,6 +166,18 @@ async def subscribe(hub, conn, name: str, since: Position | None = None) -> Subs
     # Live copies of what the history already gave may still be on their way.
     hub.sent_up_to(conn, name, max([last, position.offset, *(o for o, _ in newer if o is not None)]))
     return Subscribed(reply, frames)
+
+
+async def _listen(hub, conn, name: str, hold: bool = False) -> None:
+    """``hub.subscribe``, holding anonymous clients to ``MAX_ANONYMOUS_TOPICS``."""
+    key = topic(name)
+    if conn.principal is not None or not quotas.reserve_anonymous_topic(hub, key):
+        await hub.subscribe(conn, name, hold=hold)
+        return
+    try:
+        await hub.subscribe(conn, name, hold=hold)
+    finally:
+        quotas.anonymous_subscribed(hub, key)
 
 
 async def _recover(hub, conn, store, name: str, info, since: Position):

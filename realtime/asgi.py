@@ -9,8 +9,9 @@ applications, so Channels' ``URLRouter`` mounts them and ``WebsocketCommunicator
 ``realtime.testing``) tests them as before.
 
 What both consumers (native and Bayeux) share lives here: opening with the origin
-check, the close paths (after queued frames; at once for slow readers), and the
-counters of malformed frames and failed authentications that close a connection.
+check and the connection limits, the stale timeout, the close paths (after queued
+frames; at once for slow readers), and the counters of malformed frames and failed
+authentications that close a connection.
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ import logging
 from channels.exceptions import StopConsumer
 
 from . import stats
+from .addresses import client_address
 from .conf import settings
 from .errors import CloseCode
 from .origins import origin_allowed, origin_from_scope
 from .outbox import Outbox
+from .quotas import quotas
+from .stopping import forget, watch
 
 logger = logging.getLogger("realtime")
 
@@ -36,7 +40,8 @@ class Consumer:
     stops being served (leave the hub, release sessions).
 
     Sends go through ``self.outbox`` (a ``realtime.outbox.Outbox``, made by :meth:`open`,
-    with :meth:`too_slow` as its overflow callback).
+    with :meth:`too_slow` as its overflow callback). :meth:`is_stale` says whether the
+    connection holds nothing yet (``STALE_TIMEOUT``).
     """
 
     closing = False
@@ -50,12 +55,16 @@ class Consumer:
     protocol_name = "native"
     invalid_frames = 0
     auth_failures = 0
-    # The close code this side sent, if it closed the connection.
     # Who ended the connection: the code (and reason) the server closed with, or the
     # client's close frame (code, reason) as the server passed it on.
     close_code: int | None = None
     close_reason = ""
     client_close: tuple[int | None, str] | None = None
+    # The client's address (realtime.addresses), once opened; None if unknown.
+    address: str | None = None
+    admitted = False
+    stale_timer: asyncio.TimerHandle | None = None
+    idle_since = 0.0
 
     async def __call__(self, scope: dict, receive, send) -> None:
         self.scope = scope
@@ -64,6 +73,7 @@ class Consumer:
         try:
             await self._serve(receive)
         finally:
+            self._release()
             self.finished()
 
     async def _serve(self, receive) -> None:
@@ -84,14 +94,39 @@ class Consumer:
         except StopConsumer:
             return
         except asyncio.CancelledError:
-            # Cancelled by _end_after_close alone: the connection is over, return quietly.
             if not self._receive_cancelled or self._task.uncancel():
+                await self._cancelled()
                 raise
+            # Cancelled by _end_after_close alone: the connection is over, return quietly.
         # We closed. Return once the server has the close: one that resolves it only when
         # no receive() is pending (granian) drops its code if the application returns first.
         await self.outbox.flush()
         if self._closing is not None:
             await asyncio.wait([self._closing])
+
+    async def _cancelled(self) -> None:
+        """The server cancelled the application (daphne does on SIGTERM) with the socket
+        still open: say so with a close frame (4009) rather than dropping it unannounced.
+        uvicorn closes the sockets itself (1012) before it would cancel anything."""
+        if self.outbox is None or self.closing:
+            return
+        self.closing = True
+        self.close_code, self.close_reason = int(CloseCode.SHUTTING_DOWN), _name_of(CloseCode.SHUTTING_DOWN)
+        self.let_go("closed")
+        self.outbox.cancel()
+        try:
+            await self.base_send({"type": "websocket.close", "code": int(CloseCode.SHUTTING_DOWN)})
+        except BaseException:
+            pass  # the socket is gone already; the server is stopping anyway
+
+    def _release(self) -> None:
+        if self.stale_timer is not None:
+            self.stale_timer.cancel()
+            self.stale_timer = None
+        if self.admitted:
+            self.admitted = False
+            quotas.release(self.address)
+            forget(self)
 
     @classmethod
     def as_asgi(cls, **initkwargs):
@@ -127,14 +162,56 @@ class Consumer:
     # Opening -----------------------------------------------------------------------
 
     async def open(self) -> bool:
-        """Accept the socket, with its outbox; a browser origin that may not connect is
-        closed at once (4003), and False returned."""
+        """Accept the socket, with its outbox. A browser origin that may not connect is
+        closed at once (4003), and so is a connection over ``MAX_CONNECTIONS`` (4007) or
+        ``MAX_CONNECTIONS_PER_ADDRESS`` (4008); False is returned then.
+
+        Accepted first, then closed, because a client can read a close code but not the
+        status of a refused handshake (browsers hide it).
+        """
         self.outbox = Outbox(self.base_send, settings.MAX_PENDING_FRAMES, self.too_slow)
         await self.base_send({"type": "websocket.accept"})
         if not origin_allowed(origin_from_scope(self.scope)):
             await self.close(CloseCode.ORIGIN_NOT_ALLOWED)
             return False
+        self.address = client_address(self.scope)
+        refused = quotas.admit(self.address)
+        if refused is not None:
+            await self.close(refused)
+            return False
+        self.admitted = True
+        watch(self)
+        self.became_idle()
         return True
+
+    # Stale connections -------------------------------------------------------------
+
+    def is_stale(self) -> bool:
+        """Whether the connection holds nothing (no authentication, no subscription)."""
+        return False
+
+    def became_idle(self) -> None:
+        """The connection may hold nothing now: close it (4006) if it still holds nothing
+        ``STALE_TIMEOUT`` seconds from now. Cheap: one timer, and none while one is set."""
+        timeout = settings.STALE_TIMEOUT
+        if not timeout or self.closing:
+            return
+        loop = asyncio.get_running_loop()
+        self.idle_since = loop.time()
+        if self.stale_timer is None:
+            self.stale_timer = loop.call_later(timeout, self._stale_check)
+
+    def _stale_check(self) -> None:
+        self.stale_timer = None
+        if self.closing or not self.is_stale():
+            return
+        loop = asyncio.get_running_loop()
+        left = self.idle_since + settings.STALE_TIMEOUT - loop.time()
+        if left > 0:  # idle again since the timer was set, but not for long enough yet
+            self.stale_timer = loop.call_later(left, self._stale_check)
+            return
+        logger.debug("realtime: closing a %s that holds nothing", type(self).__name__)
+        self.close_soon(CloseCode.STALE)
 
     # Counting misbehaviour ---------------------------------------------------------
 

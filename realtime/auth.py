@@ -46,6 +46,8 @@ class Principal:
     channel_names: frozenset[str] = frozenset()
     user_id: int | None = None
     user_name: str = ""
+    # A token that TOKEN_GRANT gave: re-checked against the grant, not only the user.
+    from_grant: bool = False
 
     @property
     def is_token(self) -> bool:

@@ -15,16 +15,17 @@ from django.db import transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.dispatch import receiver
 
-from . import auth, broker, handlers, permissions, registry, tokens, webhooks
+from . import addresses, auth, broker, handlers, permissions, registry, tokens, webhooks
 from .bayeux import services
 from .models import AccessKey, Channel, WebhookEndpoint
 
 
 def clear_caches() -> None:
-    """Drop the keys and channels cached in this process."""
+    """Drop the keys, channels and token users cached in this process."""
     auth.cache.clear()
     registry.cache.clear()
     webhooks.cache.clear()
+    tokens.cache.clear()
 
 
 def notify_changed() -> None:
@@ -43,6 +44,7 @@ def settings_changed(setting: str, **kwargs) -> None:
     tokens.reset()
     services.reset()
     handlers.reset()
+    addresses.reset()
 
 
 def _announce(**kwargs) -> None:

@@ -19,6 +19,7 @@ HINTS = {
     "realtime.E005": 'For example ["https://example.com", ".example.org"].',
     "realtime.E006": 'For example {"/service/echo": "myapp.services.echo"}.',
     "realtime.E008": "Give the dotted path of a function grant(request) -> realtime.tokens.Grant | None.",
+    "realtime.E010": 'The proxies\' own addresses, for example ["127.0.0.1", "10.0.0.0/8"].',
     "realtime.E020": 'For example {"rooms": "chat.realtime.on_message", "*": "chat.realtime.audit"}.',
 }
 

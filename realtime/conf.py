@@ -9,6 +9,7 @@ read at import time. Every setting is documented in ``docs/settings.md``.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, overload
@@ -30,6 +31,9 @@ PATH = "a URL path starting with /"
 ORIGINS = "None or a list of strings"
 SERVICES = "a dict"
 NETWORKS = "a list of IP addresses or networks (CIDR)"
+OPTIONAL_LIMIT = "None (no limit) or a finite, non-negative int"
+OPTIONAL_POSITIVE_INT = "None (no limit) or an int greater than 0"
+BOOLEAN = "True or False"
 
 
 @dataclass(frozen=True)
@@ -84,15 +88,18 @@ class Setting(Generic[T]):
         elif self.kind == SERVICES:
             ok = isinstance(value, dict)
         elif self.kind == NETWORKS:
-            ok = isinstance(value, (list, tuple)) and all(_is_network(item) for item in value)
+            ok = isinstance(value, (list, tuple, set, frozenset)) and all(_is_network(v) for v in value)
+        elif self.kind in (OPTIONAL_LIMIT, OPTIONAL_POSITIVE_INT):
+            low = 1 if self.kind == OPTIONAL_POSITIVE_INT else 0
+            ok = value is None or (numeric and isinstance(value, int) and value >= low)
+        elif self.kind == BOOLEAN:
+            ok = isinstance(value, bool)
         else:  # pragma: no cover - a declaration below names an unknown kind
             raise AssertionError(self.kind)
         return None if ok else f"must be {self.kind}, not {value!r}"
 
 
 def _is_network(value: Any) -> bool:
-    import ipaddress
-
     try:
         ipaddress.ip_network(value, strict=False)
     except (TypeError, ValueError):
@@ -191,6 +198,37 @@ class RealtimeSettings:
     WEBHOOK_MAX_ATTEMPTS = Setting[int](5, POSITIVE_INT)
     WEBHOOK_RETRY_DELAY = Setting[float](1.0, NON_NEGATIVE_NUMBER)
     WEBHOOK_MAX_RETRY_DELAY = Setting[float](60.0, NON_NEGATIVE_NUMBER)
+
+    # Whether a Bayeux handshake over GET (callback-polling, JSONP) may carry an access
+    # key's secret. The secret would sit in the URL, where access logs keep it, so only
+    # signed tokens (short-lived) are taken there by default.
+    BAYEUX_SECRETS_OVER_GET = Setting[bool](False, BOOLEAN)
+
+    # Limits a hostile client meets (docs/deployment.md#hardening). None: no limit.
+    # Seconds a WebSocket may stay open without authenticating or subscribing (it may
+    # subscribe anonymously to anonymous-read channels) before it is closed (4006); 0: never.
+    STALE_TIMEOUT = Setting[float](10.0, NON_NEGATIVE_NUMBER)
+    # WebSockets one server process holds at once (4007), and from one client address (4008).
+    MAX_CONNECTIONS = Setting["int | None"](10_000, OPTIONAL_LIMIT)
+    MAX_CONNECTIONS_PER_ADDRESS = Setting["int | None"](100, OPTIONAL_LIMIT)
+    # Subscriptions held at once by every connection and Bayeux session of one address.
+    MAX_SUBSCRIPTIONS_PER_ADDRESS = Setting["int | None"](1_000, OPTIONAL_LIMIT)
+    # Bayeux sessions one client address may hold in one process.
+    MAX_BAYEUX_SESSIONS_PER_ADDRESS = Setting["int | None"](100, OPTIONAL_LIMIT)
+    # Broker topics (Redis subscriptions) a process listens to because anonymous clients
+    # asked for them; authenticated clients are not held to it.
+    MAX_ANONYMOUS_TOPICS = Setting["int | None"](1_000, OPTIONAL_LIMIT)
+    # Failed authentications one client address may make per AUTH_FAILURE_WINDOW seconds
+    # (a token bucket: the allowance comes back steadily over the window), on every path:
+    # auth, the Bayeux handshake, the HTTP endpoints. Beyond it: too_many_auth_failures.
+    AUTH_FAILURES_PER_ADDRESS = Setting["int | None"](100, OPTIONAL_POSITIVE_INT)
+    AUTH_FAILURE_WINDOW = Setting[float](60.0, POSITIVE_NUMBER)
+    # Proxies whose X-Forwarded-For is believed: the client address is then the nearest
+    # address in it that is not one of them. Empty: the address the ASGI server gives.
+    TRUSTED_PROXIES = Setting["list[str]"]([], NETWORKS, "realtime.E010")
+    # Seconds a client has to send a complete request head (an HTTP request or a
+    # WebSocket upgrade), under realtime's uvicorn protocol classes (realtime.servers.uvicorn).
+    HANDSHAKE_TIMEOUT = Setting[float](10.0, POSITIVE_NUMBER)
 
     @classmethod
     def declared(cls) -> dict[str, Setting]:

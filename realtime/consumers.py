@@ -33,6 +33,7 @@ from .errors import (
     Unavailable,
 )
 from .names import validate_subscription_name
+from .quotas import quotas
 from .ratelimit import TokenBucket
 from .runtime import get_hub
 
@@ -40,6 +41,8 @@ logger = logging.getLogger("realtime")
 
 # Errors that say the client sent garbage; enough of them in a row close the socket.
 MALFORMED = frozenset({ErrorCode.INVALID_DATA, ErrorCode.MESSAGE_TOO_LARGE})
+# Failed authentications; MAX_AUTH_FAILURES of them close the socket (4002).
+AUTH_FAILED = frozenset({ErrorCode.INVALID_CREDENTIALS, ErrorCode.TOO_MANY_AUTH_FAILURES})
 
 
 class RealtimeConsumer(Consumer):
@@ -74,6 +77,7 @@ class RealtimeConsumer(Consumer):
             await self.close(CloseCode.UNAVAILABLE)
             return
         self.hub.add(self)
+        quotas.add_subscriber(self, self.address)
         events.connection_event(signals.connected, self, scope=self.scope)
 
     def finished(self) -> None:
@@ -117,7 +121,7 @@ class RealtimeConsumer(Consumer):
         self.push(protocol.error_frame(error.code, request_id, error.detail))
         if error.code in MALFORMED:
             self.frame_was_malformed()
-        elif error.code == ErrorCode.INVALID_CREDENTIALS:
+        elif error.code in AUTH_FAILED:
             self.authentication_failed()
 
     # Commands ----------------------------------------------------------------------
@@ -125,7 +129,7 @@ class RealtimeConsumer(Consumer):
     async def do_auth(self, command: protocol.Auth) -> None:
         if self.principal is not None:
             raise AlreadyAuthenticated("log out first")
-        principal = await actions.authenticate(command)
+        principal = await actions.authenticate(command, self.address)
         if self.closing:
             return
         self._become(principal)
@@ -180,6 +184,8 @@ class RealtimeConsumer(Consumer):
         name = validate_subscription_name(command.channel)
         self.hub.unsubscribe(self, name, "client")
         self.push(protocol.ok_frame(command.id))
+        if self.is_stale():
+            self.became_idle()
 
     async def do_publish(self, command: protocol.Publish) -> None:
         publication = await actions.publish(
@@ -206,6 +212,8 @@ class RealtimeConsumer(Consumer):
     def drop_subscription(self, name: str, reason: str) -> None:
         self.hub.unsubscribe(self, name, reason)
         self.push(protocol.unsubscribed_frame(name, reason))
+        if self.is_stale():
+            self.became_idle()
 
     def drop_principal(self, reason: str) -> None:
         self._logout(reason)
@@ -241,8 +249,13 @@ class RealtimeConsumer(Consumer):
         if self.hub is not None:
             for name in list(self.subscriptions):
                 self.hub.unsubscribe(self, name, reason)
+        self.became_idle()
+
+    def is_stale(self) -> bool:
+        return self.principal is None and not self.subscriptions
 
     def let_go(self, reason: str) -> None:
+        quotas.remove_subscriber(self, self.address)
         if self.hub is not None:
             self.hub.remove(self)
 

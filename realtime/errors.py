@@ -21,6 +21,7 @@ class ErrorCode(enum.StrEnum):
     TOO_MANY_SUBSCRIPTIONS = "too_many_subscriptions"
     ALREADY_AUTHENTICATED = "already_authenticated"
     RATE_LIMITED = "rate_limited"
+    TOO_MANY_AUTH_FAILURES = "too_many_auth_failures"
     HISTORY_DISABLED = "history_disabled"
     PRESENCE_DISABLED = "presence_disabled"
     UNAVAILABLE = "unavailable"
@@ -39,6 +40,10 @@ class CloseCode(enum.IntEnum):
     ORIGIN_NOT_ALLOWED = 4003
     TOO_SLOW = 4004
     UNAVAILABLE = 4005
+    STALE = 4006
+    TOO_MANY_CONNECTIONS = 4007
+    TOO_MANY_CONNECTIONS_FROM_ADDRESS = 4008
+    SHUTTING_DOWN = 4009
     # The server API's disconnect: the first may reconnect (after a back-off), the
     # second must not (reconnecting unchanged would be disconnected again).
     DISCONNECTED = 4100
@@ -117,6 +122,19 @@ class RateLimited(RealtimeError):
 
     code = ErrorCode.RATE_LIMITED
     http_status = 429
+
+
+class TooManyAuthFailures(RealtimeError):
+    """This client address failed to authenticate ``AUTH_FAILURES_PER_ADDRESS`` times
+    within ``AUTH_FAILURE_WINDOW``; credentials from it are refused unchecked for now."""
+
+    code = ErrorCode.TOO_MANY_AUTH_FAILURES
+    http_status = 429
+
+    def __init__(self, detail: str = "", retry_after: float = 0.0) -> None:
+        super().__init__(detail)
+        # Seconds until the address may try again (an HTTP Retry-After).
+        self.retry_after = retry_after
 
 
 class HistoryDisabled(RealtimeError):

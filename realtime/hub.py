@@ -55,6 +55,8 @@ class Subscriber(Protocol):
     # published on -> why not (None: it may).
     readable: dict[str, bool]
     writable: dict[str, str | None]
+    # Optional: the client address its subscriptions count towards (realtime.quotas).
+    address: str | None
 
     def push(self, frame: str) -> None:
         """Send one encoded frame; never blocks, never raises."""

@@ -45,6 +45,10 @@ MAX_METHOD_LENGTH = 128
 # RPC method names: segments of letters, digits, "_", "-" and ".", joined by "/", so that
 # the method "chat/recent" is also the Bayeux service channel /service/chat/recent.
 METHOD_NAME = re.compile(r"[A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)*")
+# Deepest nesting of arrays and objects in client JSON, counting the frame's (or the
+# body's) own object as 1: a native publish's data may nest MAX_DEPTH - 2 deep. Deeper
+# input is refused at parse time, far below where encoding it again would fail.
+MAX_DEPTH = 128
 
 RequestId = str | int | None
 
@@ -149,10 +153,41 @@ def _finite_float(text: str) -> float:
     return value
 
 
+class NestingTooDeep(ValueError):
+    """Client JSON nested deeper than ``MAX_DEPTH``."""
+
+    def __init__(self) -> None:
+        super().__init__(f"JSON may nest arrays and objects at most {MAX_DEPTH} deep")
+
+
 def decode(text: str | bytes):
     """``json.loads`` for client input: no NaN, Infinity or out-of-range floats, which
-    could not be encoded again for subscribers. Raises ValueError or RecursionError."""
-    return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    could not be encoded again for subscribers, and no nesting deeper than ``MAX_DEPTH``.
+    Raises ValueError (:class:`NestingTooDeep` for nesting)."""
+    try:
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise NestingTooDeep() from None
+    # Fewer brackets than the limit cannot nest past it: the walk is for the rare rest.
+    if isinstance(text, str):
+        brackets = text.count("[") + text.count("{")
+    else:
+        brackets = text.count(b"[") + text.count(b"{")
+    if brackets > MAX_DEPTH and isinstance(value, (dict, list)) and _nests_deeper(value, MAX_DEPTH):
+        raise NestingTooDeep()
+    return value
+
+
+def _nests_deeper(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
+    return False
 
 
 def is_encodable(text: str) -> bool:
@@ -350,7 +385,9 @@ def parse_frame(text: str, max_size: int) -> Command:
         raise _fail(MessageTooLarge(f"frames are limited to {max_size} bytes"), None)
     try:
         frame = decode(text)
-    except (ValueError, RecursionError):
+    except NestingTooDeep as error:
+        raise _fail(InvalidData(str(error)), None) from None
+    except ValueError:
         raise _fail(InvalidData("frame is not valid JSON"), None) from None
     if not isinstance(frame, dict):
         raise _fail(InvalidData("frame must be a JSON object"), None)

@@ -2,11 +2,12 @@
 
 Internal. A live connection keeps what it was allowed when it authenticated and
 subscribed; this module takes it away when that changes: a key revoked, expired or
-given a new secret, a token user deactivated or deleted, a channel deactivated or
-deleted, a scope narrowed, a token's session ended, a policy that now says no. Every
-cached policy decision is asked again (see ``realtime.permissions``). It runs at once
-when a change is announced (through the broker, from any process) and every
-``REVALIDATE_INTERVAL`` seconds, for changes made behind the models' back (bulk
+given a new secret, a token user deactivated or deleted, a token's grant narrowed or
+withdrawn (``TOKEN_GRANT`` is run again for the users of tokens it gave), a token's
+session ended, a channel deactivated or deleted, a scope narrowed, a policy that now
+says no. Every cached policy decision is asked again (see ``realtime.permissions``).
+It runs at once when a change is announced (through the broker, from any process) and
+every ``REVALIDATE_INTERVAL`` seconds, for changes made behind the models' back (bulk
 updates, expiry, other tools). Requests made while a check runs are coalesced into
 one more.
 
@@ -22,7 +23,7 @@ import logging
 from asgiref.sync import sync_to_async
 from django.utils import timezone
 
-from . import auth, permissions, registry
+from . import auth, permissions, registry, tokens
 from .hub import Hub
 from .names import is_pattern, pattern_prefix
 
@@ -68,6 +69,7 @@ class Revalidator:
     async def revalidate(self) -> None:
         auth.cache.clear()
         registry.cache.clear()
+        tokens.cache.clear()
         # Judge each connection only on what it held before the database was read:
         # a principal or subscription gained meanwhile was checked fresh when gained.
         snapshot = [
@@ -76,7 +78,7 @@ class Revalidator:
         ]
         held = [principal for _, principal, _, _ in snapshot if principal is not None]
         key_ids = {p.key_id for p in held if not p.is_token}
-        user_ids = {p.user_id for p in held if p.is_token and p.user_id is not None}
+        users = {tokens.state_key(p) for p in held if p.is_token} - {None}
         # A pattern is judged by the channel its prefix resolves to (bare ones by none);
         # channels that patterns reached have their cached decisions asked again.
         names = {
@@ -84,18 +86,29 @@ class Revalidator:
             for _, _, subscribed, decided in snapshot
             for name in (*subscribed, *decided)
         } - {""}
-        principals, active_users, channels = await sync_to_async(_load_state)(key_ids, user_ids, names)
+        principals, states, channels = await sync_to_async(_load_state)(key_ids, users, names)
+        for key, state in states.items():
+            tokens.cache.put(key, state)  # presentations of these tokens need no query now
         decisions = _Decisions()
         now = timezone.now()
         for conn, principal, subscribed, decided in snapshot:
             if principal is not None and conn.principal is principal:
                 if principal.is_token:
-                    if principal.user_id is not None and principal.user_id not in active_users:
-                        conn.drop_principal("user_inactive")
-                        continue
                     if principal.expires_at is not None and principal.expires_at <= now:
                         conn.drop_principal("token_expired")
                         continue
+                    key = tokens.state_key(principal)
+                    if key is not None:
+                        state = states.get(key)
+                        if state == tokens.INACTIVE:
+                            conn.drop_principal("user_inactive")
+                            continue
+                        fresh = tokens.narrowed(principal, state)
+                        if fresh is None:
+                            conn.drop_principal("grant_revoked")
+                            continue
+                        if fresh is not principal:
+                            conn.replace_principal(fresh)
                 else:
                     fresh = principals.get(principal.key_id)
                     if fresh is None or fresh.secret_hash != principal.secret_hash:
@@ -157,13 +170,8 @@ class _Decisions:
         return self.known[key]
 
 
-def _load_state(key_ids, user_ids, names):
-    from django.contrib.auth import get_user_model
+def _load_state(key_ids, users, names):
     from django.db import close_old_connections
 
     close_old_connections()
-    active_users = set()
-    if user_ids:
-        users = get_user_model()._default_manager.filter(pk__in=list(user_ids), is_active=True)
-        active_users = set(users.values_list("pk", flat=True))
-    return auth.load_principals(key_ids), active_users, registry.resolve_many(names)
+    return auth.load_principals(key_ids), tokens.load_states(users), registry.resolve_many(names)

@@ -14,12 +14,15 @@ import hashlib
 import logging
 from urllib.parse import urlencode
 
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse, JsonResponse
 from django.utils.http import http_date
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 
-from . import actions, auth, keys, protocol, stats, tokens
+from . import actions, keys, protocol, stats, tokens
+from .addresses import client_address
+from .auth import Principal
 from .broker import get_broker
 from .conf import settings
 from .errors import (
@@ -46,6 +49,15 @@ def error_response(code: ErrorCode, status: int, detail: str = "") -> HttpRespon
     return response
 
 
+def refusal(error: RealtimeError) -> HttpResponse:
+    """The response for what a view raised (with Retry-After when waiting helps)."""
+    response = error_response(error.code, error.http_status, error.detail)
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after:
+        response["Retry-After"] = str(max(1, round(retry_after)))
+    return response
+
+
 def error_boundary(view):
     """Turn what an async view raises into an error response, in one place, as the
     WebSocket consumer does for frames: a ``RealtimeError`` becomes its code and
@@ -58,7 +70,7 @@ def error_boundary(view):
         except RealtimeError as error:
             if error.code == ErrorCode.INVALID_CREDENTIALS:
                 stats.counters.auth_failed("http")
-            return error_response(error.code, error.http_status, error.detail)
+            return refusal(error)
         except Exception:
             logger.exception("realtime: unexpected error in %s", view.__name__)
             return error_response(ErrorCode.INTERNAL_ERROR, 500)
@@ -66,31 +78,54 @@ def error_boundary(view):
     return wrapper
 
 
-def _bearer(request) -> str:
-    scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
+def _bearer(header: str | None) -> str:
+    scheme, _, secret = (header or "").partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
         raise InvalidCredentials("send Authorization: Bearer <secret>")
     return secret.strip()
 
 
-async def _publish(request) -> JsonResponse:
-    secret = _bearer(request)
+def request_address(request) -> str | None:
+    """The client address of a request (``realtime.addresses``)."""
+    scope = getattr(request, "scope", None)
+    return client_address(scope) if scope is not None else request.META.get("REMOTE_ADDR")
+
+
+async def publisher(authorization: str | None, address: str | None) -> Principal:
+    """Who may publish with this ``Authorization`` header: a read-write key.
+
+    Raises InvalidCredentials, TooManyAuthFailures or AccessDenied. Needs no body, so
+    ``realtime.guard`` runs it before the body is read.
+    """
+    secret = _bearer(authorization)
     if len(secret) > protocol.MAX_SECRET_LENGTH or not protocol.is_encodable(secret):
         raise InvalidCredentials("unknown, revoked or expired key")
-    principal = await auth.authenticate(secret)
+    principal = await actions.authenticate(protocol.Auth(None, secret=secret), address)
     if not principal.can_write:
         raise AccessDenied("read-only access cannot publish")
-    # Checked before the body is read, so an oversized body is refused unread.
+    return principal
+
+
+async def _publish(request) -> JsonResponse:
+    principal = await publisher(request.headers.get("Authorization"), request_address(request))
+    # Without realtime.guard in front, Django has read the body already; the guard
+    # refuses an oversized one unread.
     limit = settings.MAX_MESSAGE_SIZE
     try:
         declared = int(request.headers.get("Content-Length") or 0)
     except ValueError:
         declared = 0
-    if declared > limit or len(request.body) > limit:
+    try:
+        too_large = declared > limit or len(request.body) > limit
+    except RequestDataTooBig:  # over Django's DATA_UPLOAD_MAX_MEMORY_SIZE
+        too_large = True
+    if too_large:
         raise MessageTooLarge(f"bodies are limited to {limit} bytes")
     try:
         body = protocol.decode(request.body)
-    except (ValueError, RecursionError):
+    except protocol.NestingTooDeep as error:
+        raise InvalidData(str(error)) from None
+    except ValueError:
         raise InvalidData("body is not valid JSON") from None
     command = protocol.PARSERS["publish"](None, body)
     publication = await actions.publish(principal, command.channel, command.event, command.data)
@@ -115,12 +150,14 @@ async def _reader(request):
     header = request.headers.get("Authorization")
     if header is None:
         return None
-    credential = _bearer(request)
+    credential = _bearer(header)
     if len(credential) > protocol.MAX_TOKEN_LENGTH or not protocol.is_encodable(credential):
         raise InvalidCredentials("unknown, revoked or expired credentials")
     if credential.startswith(keys.SECRET_PREFIX):
-        return await auth.authenticate(credential, "read-only")
-    return tokens.verify_token(credential).limited_to("read-only")
+        credentials = protocol.Auth(None, secret=credential, access="read-only")
+    else:
+        credentials = protocol.Auth(None, token=credential, access="read-only")
+    return await actions.authenticate(credentials, request_address(request))
 
 
 def _query_int(request, name: str, default: int, low: int, high: int) -> int:

@@ -5,6 +5,7 @@ from django.db import connection
 
 from realtime.models import AccessKey, Channel
 from realtime.testing import RealtimeClient, RealtimeCommunicator
+from tests.hostile import hardened, hardened_daphne  # noqa: F401 (the hostile-client tests' servers)
 from tests.services import AsgiServer, RedisServer
 
 # Limits small enough to reach quickly in tests.
@@ -18,10 +19,12 @@ STRICT = {
 }
 
 # Bayeux: connects held 5 s, sessions forgotten 3 s after their last connect, and the
-# demo's service handlers.
+# demo's service handlers. The client tests run callback-polling (JSONP over GET) with
+# key secrets, which realtime refuses by default (tests/test_live_hostile_bayeux.py).
 BAYEUX = {
     "BAYEUX_TIMEOUT": 5,
     "BAYEUX_MAX_INTERVAL": 3,
+    "BAYEUX_SECRETS_OVER_GET": True,
     "BAYEUX_SERVICES": {
         "/service/echo": "demo_site.bayeux_services.echo",
         "/service/whoami": "demo_site.bayeux_services.whoami",

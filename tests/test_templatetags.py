@@ -59,7 +59,7 @@ def test_logged_in_user_gets_a_token(rf, django_user_model, frozen_time):
     user = django_user_model(pk=3, username="alice")
     request = rf.get("/")
     request.user = user
-    token, expires = issue_token(user, "read-only", ("*",))
+    token, expires = issue_token(user, "read-only", ("*",), from_grant=True)
 
     assert render_realtime(request) == (
         f'<meta name="realtime" data-url="ws://testserver/realtime/ws" data-token="{token}" '
@@ -71,7 +71,7 @@ def test_logged_in_user_gets_a_token(rf, django_user_model, frozen_time):
 def test_grant_hook_decides_the_token(rf, settings, frozen_time):
     settings.REALTIME = {"TOKEN_GRANT": "tests.test_templatetags.news_reader"}
     request = anonymous(rf.get("/"))
-    token, expires = issue_token(None, "read-only", ("news",))
+    token, expires = issue_token(None, "read-only", ("news",), from_grant=True)
 
     assert render_realtime(request) == (
         f'<meta name="realtime" data-url="ws://testserver/realtime/ws" data-token="{token}" '

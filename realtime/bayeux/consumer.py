@@ -28,6 +28,8 @@ class BayeuxConsumer(Consumer):
 
     server = None
     protocol_name = "bayeux"
+    # A handshake here may carry a key's secret (the frame is not logged, unlike a URL).
+    secrets_allowed = True
 
     # ASGI events -------------------------------------------------------------------
 
@@ -87,6 +89,9 @@ class BayeuxConsumer(Consumer):
 
     def handshake_failed(self) -> None:
         self.authentication_failed()
+
+    def is_stale(self) -> bool:
+        return not self.sessions
 
     # Helpers -----------------------------------------------------------------------
 

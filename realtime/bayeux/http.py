@@ -20,6 +20,7 @@ from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from .. import stats
+from ..addresses import client_address
 from ..conf import settings
 from ..errors import Unavailable
 from ..origins import origin_allowed
@@ -37,8 +38,10 @@ CORS_HEADERS = "Accept, Authorization, Content-Type, Pragma, X-Requested-With"
 class HttpExchange:
     """One request's replies (the transport ``BayeuxServer.handle`` sends through)."""
 
-    def __init__(self) -> None:
+    def __init__(self, address: str | None = None, secrets_allowed: bool = True) -> None:
         self.parts: list[str] = []
+        self.address = address
+        self.secrets_allowed = secrets_allowed
 
     def send_reply(self, reply: dict) -> None:
         self.parts.append(bayeux.encode(reply))
@@ -49,7 +52,8 @@ class HttpExchange:
             session.attach(None)
 
     def handshake_failed(self) -> None:
-        # Nothing closes (each request stands alone), but the metrics count it.
+        # Nothing closes (each request stands alone), but the metrics count it, and the
+        # address's failures are counted (realtime.quotas).
         stats.counters.auth_failed("bayeux")
 
 
@@ -81,7 +85,10 @@ async def bayeux_view(request, suffix: str = "") -> HttpResponse:
         return _cors(
             _respond([bayeux.encode(bayeux.error_reply(m, down)) for m in messages], callback), origin
         )
-    exchange = HttpExchange()
+    exchange = HttpExchange(
+        client_address(request.scope) if hasattr(request, "scope") else request.META.get("REMOTE_ADDR"),
+        request.method != "GET" or settings.BAYEUX_SECRETS_OVER_GET,
+    )
     connect = await server.handle(messages, exchange)
     if connect is not None:
         message, session = connect

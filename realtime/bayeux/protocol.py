@@ -52,6 +52,7 @@ ERRORS = (
     "unknown_channel",  # a /meta channel Bayeux does not have
     "too_many_messages",  # more than MAX_BATCH messages in one payload
     "origin_not_allowed",  # an HTTP request from a browser origin that may not connect
+    "too_many_sessions",  # the address holds MAX_BAYEUX_SESSIONS_PER_ADDRESS sessions
 )
 
 
@@ -99,7 +100,9 @@ def parse_payload(text: str | bytes, max_size: int) -> list[Any]:
         raise BayeuxError(413, "message_too_large", str(max_size))
     try:
         payload = protocol.decode(text)
-    except (ValueError, RecursionError):
+    except protocol.NestingTooDeep as error:
+        raise invalid(str(error)) from None
+    except ValueError:
         raise invalid("payload is not valid JSON") from None
     if isinstance(payload, dict):
         return [payload]

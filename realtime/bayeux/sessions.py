@@ -26,6 +26,7 @@ from ..conf import settings
 from ..errors import CloseCode, InvalidData, MethodNotFound, RateLimited, RealtimeError
 from ..positions import Position
 from ..publishing import validate_event
+from ..quotas import quotas
 from ..ratelimit import TokenBucket
 from ..runtime import get_hub
 from . import protocol as bayeux
@@ -42,8 +43,11 @@ class Session:
 
     protocol_name = "bayeux"
 
-    def __init__(self, server: BayeuxServer, principal) -> None:
+    def __init__(self, server: BayeuxServer, principal, address: str | None = None) -> None:
         self.server = server
+        # The client address it handshook from (realtime.addresses): its subscriptions
+        # count towards that address's, and it towards the address's sessions.
+        self.address = address
         # The Bayeux clientId: a bearer secret (192 random bits) that only this client
         # sees. Whoever presents it acts as the session, so it is never shown to others.
         self.bayeux_id = secrets.token_urlsafe(24)
@@ -149,6 +153,7 @@ class Session:
             return
         if self.socket is not None:
             self.socket.sessions.discard(self)
+            self.socket.became_idle()
         self.socket = socket
         if socket is not None:
             socket.sessions.add(self)
@@ -255,19 +260,31 @@ class BayeuxServer:
         ):
             raise BayeuxError(301, "connection_types_unsupported", ",".join(bayeux.CONNECTION_TYPES))
         credentials = bayeux.ext(message).get("auth")
+        if isinstance(credentials, dict) and "secret" in credentials and not transport.secrets_allowed:
+            # Over GET the secret would be in the URL, and so in access logs.
+            raise BayeuxError(403, "handshake_denied", "secret_in_url", {"reconnect": "none"})
+        address = transport.address
+        if not quotas.add_session(address):
+            retry = {"reconnect": "handshake", "interval": round(settings.BAYEUX_MAX_INTERVAL * 1000)}
+            raise BayeuxError(429, "too_many_sessions", settings.MAX_BAYEUX_SESSIONS_PER_ADDRESS, retry)
         try:
             if credentials is not None:
-                principal = await actions.authenticate(protocol.parse_auth(None, credentials))
+                principal = await actions.authenticate(protocol.parse_auth(None, credentials), address)
             elif await registry.anonymous_read_anywhere():
                 principal = None
             else:
                 raise BayeuxError(403, "handshake_denied", "authentication_required", {"reconnect": "none"})
         except RealtimeError as error:
+            quotas.remove_session(address)
             transport.handshake_failed()
             raise BayeuxError(403, "handshake_denied", error.code.value, {"reconnect": "none"}) from None
-        session = Session(self, principal)
+        except BaseException:
+            quotas.remove_session(address)
+            raise
+        session = Session(self, principal, address)
         self.sessions[session.bayeux_id] = session
         self.hub.add(session)
+        quotas.add_subscriber(session, address)
         self.hub.watch_expiry(session, principal)
         events.connection_event(signals.connected, session, scope=None)
         if principal is not None:
@@ -370,11 +387,14 @@ class BayeuxServer:
         session.ended = reason
         self.sessions.pop(session.bayeux_id, None)
         self.hub.remove(session)
+        quotas.remove_subscriber(session, session.address)
+        quotas.remove_session(session.address)
         events.connection_event(signals.disconnected, session, code=None, reason=reason)
         session.queue = []
         session.answer_connect()
         if session.socket is not None:
             session.socket.sessions.discard(session)
+            session.socket.became_idle()
             session.socket = None
 
     async def _sweep(self) -> None:

@@ -14,6 +14,7 @@ export declare const ERROR_CODES: Readonly<{
   TOO_MANY_SUBSCRIPTIONS: "too_many_subscriptions";
   ALREADY_AUTHENTICATED: "already_authenticated";
   RATE_LIMITED: "rate_limited";
+  TOO_MANY_AUTH_FAILURES: "too_many_auth_failures";
   HISTORY_DISABLED: "history_disabled";
   PRESENCE_DISABLED: "presence_disabled";
   UNAVAILABLE: "unavailable";
@@ -39,6 +40,10 @@ export declare const CLOSE_CODES: Readonly<{
   ORIGIN_NOT_ALLOWED: 4003;
   TOO_SLOW: 4004;
   UNAVAILABLE: 4005;
+  STALE: 4006;
+  TOO_MANY_CONNECTIONS: 4007;
+  TOO_MANY_CONNECTIONS_FROM_ADDRESS: 4008;
+  SHUTTING_DOWN: 4009;
   DISCONNECTED: 4100;
   DISCONNECTED_FOR_GOOD: 4101;
 }>;

@@ -82,6 +82,7 @@ export const ERROR_CODES = Object.freeze({
   TOO_MANY_SUBSCRIPTIONS: "too_many_subscriptions",
   ALREADY_AUTHENTICATED: "already_authenticated",
   RATE_LIMITED: "rate_limited",
+  TOO_MANY_AUTH_FAILURES: "too_many_auth_failures",
   HISTORY_DISABLED: "history_disabled",
   PRESENCE_DISABLED: "presence_disabled",
   UNAVAILABLE: "unavailable",
@@ -107,6 +108,10 @@ export const CLOSE_CODES = Object.freeze({
   ORIGIN_NOT_ALLOWED: 4003,
   TOO_SLOW: 4004,
   UNAVAILABLE: 4005,
+  STALE: 4006,
+  TOO_MANY_CONNECTIONS: 4007,
+  TOO_MANY_CONNECTIONS_FROM_ADDRESS: 4008,
+  SHUTTING_DOWN: 4009,
   DISCONNECTED: 4100,
   DISCONNECTED_FOR_GOOD: 4101,
 });
@@ -275,6 +280,7 @@ export class RealtimeClient extends EventTarget {
     this._connectWaiters = [];
     this._authWaiters = [];
     this._timers = {reconnect: null, heartbeat: null, connect: null, refresh: null};
+    this._dormant = false; // closed as stale (4006) with nothing to hold: reopen when used
   }
 
   /** Build a client from `<meta name="realtime" data-url data-token data-token-url data-expires>`. */
@@ -303,6 +309,8 @@ export class RealtimeClient extends EventTarget {
     } else if (this._timers.reconnect !== null) {
       this._clearTimer("reconnect");
       this._open();
+    } else {
+      this._wake();
     }
     return waiter.promise;
   }
@@ -333,6 +341,7 @@ export class RealtimeClient extends EventTarget {
     this._subscriptions.push(subscription);
     if (this._state === STATES.CLOSED) subscription._fail(this._closedError());
     else if (this._ready) this._renew(channel, [subscription]);
+    else this._wake();
     return subscription;
   }
 
@@ -387,6 +396,7 @@ export class RealtimeClient extends EventTarget {
     if (this._ready) return this._authenticate(this._ws, normalised);
     const waiter = deferred();
     this._authWaiters.push(waiter);
+    this._wake();
     return waiter.promise;
   }
 
@@ -583,6 +593,13 @@ export class RealtimeClient extends EventTarget {
     this._lost(ABNORMAL, reason);
   }
 
+  /** Reopen a connection left closed after a stale close (4006), now that it is needed. */
+  _wake() {
+    if (!this._dormant) return;
+    this._dormant = false;
+    this._open();
+  }
+
   _detach(ws) {
     ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
   }
@@ -605,6 +622,13 @@ export class RealtimeClient extends EventTarget {
       {closeCode: code},
     );
     this._rejectInflight(error);
+    if (code === CLOSE_CODES.STALE && !this._credentials && this._subscriptions.length === 0) {
+      // The server closes connections that hold nothing (STALE_TIMEOUT). Reconnecting
+      // would only be closed again: wait until something needs the connection.
+      this._dormant = true;
+      this._setState(STATES.DISCONNECTED, {code, reason});
+      return;
+    }
     const {minDelay, maxDelay, factor, jitter} = this.options.reconnect;
     const delay = Math.round(Math.min(maxDelay, minDelay * factor ** this._failures) * (1 - jitter * Math.random()));
     this._failures += 1;
@@ -617,6 +641,7 @@ export class RealtimeClient extends EventTarget {
 
   _shutdown(code, reason) {
     this._generation += 1;
+    this._dormant = false;
     this._ws = null;
     this._ready = false;
     this.authenticated = false;
@@ -694,7 +719,10 @@ export class RealtimeClient extends EventTarget {
       return Promise.reject(error); // data that is not JSON (a BigInt, a cycle)
     }
     if (this._ready) this._transmit(request);
-    else this._queue.push(request);
+    else {
+      this._queue.push(request);
+      this._wake();
+    }
     return request.promise;
   }
 
