@@ -167,8 +167,11 @@ async def presence(hub, principal: Principal | None, name: str) -> list[dict]:
     return members
 
 
-async def publish(principal: Principal | None, name: str, event: str, data: Any) -> Publication:
-    """Publish as ``principal``; subscribers see its user, if it has one."""
+async def publish(
+    principal: Principal | None, name: str, event: str, data: Any, incoming=None
+) -> Publication:
+    """Publish as ``principal``; subscribers see its user, if it has one. ``incoming`` is
+    a CloudEvent (``realtime.cloudevents.Incoming``) whose attributes are kept."""
     if principal is None:
         raise AccessDenied("authenticate first")
     if not principal.can_write:
@@ -179,4 +182,4 @@ async def publish(principal: Principal | None, name: str, event: str, data: Any)
         raise InvalidChannel(f"no active channel covers {name!r}")
     if not get_policy().can_publish(principal, info):
         raise AccessDenied("channel is outside this key's scope")
-    return await send_publication(name, event, data, principal.user, info=info)
+    return await send_publication(name, event, data, principal.user, info=info, incoming=incoming)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections.abc import Callable
 
 from . import actions, auth, protocol
@@ -149,6 +150,9 @@ class RealtimeConsumer(Consumer):
     async def do_ping(self, command: protocol.Ping) -> None:
         self.push(protocol.ok_frame(command.id))
 
+    async def do_time(self, command: protocol.Time) -> None:
+        self.push(protocol.ok_frame(command.id, time=round(time.time(), 6)))
+
     async def do_disconnect(self, command: protocol.Disconnect) -> None:
         self.push(protocol.ok_frame(command.id))
         await self.close(CloseCode.NORMAL)
@@ -189,4 +193,5 @@ COMMANDS = {
     protocol.Logout: RealtimeConsumer.do_logout,
     protocol.Disconnect: RealtimeConsumer.do_disconnect,
     protocol.Ping: RealtimeConsumer.do_ping,
+    protocol.Time: RealtimeConsumer.do_time,
 }

@@ -38,6 +38,9 @@ class ChannelInfo:
     history_durable: bool = False
     presence: bool = False
     join_leave: bool = False
+    bubble: bool = False
+    cloudevents: bool = False
+    cloudevents_source: str = ""
 
     @property
     def has_history(self) -> bool:

@@ -19,7 +19,7 @@ from django.utils.http import http_date
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 
-from . import actions, auth, keys, protocol, tokens
+from . import actions, auth, cloudevents, keys, protocol, tokens
 from .broker import get_broker
 from .conf import settings
 from .errors import (
@@ -86,16 +86,49 @@ async def _publish(request) -> JsonResponse:
         declared = 0
     if declared > limit or len(request.body) > limit:
         raise MessageTooLarge(f"bodies are limited to {limit} bytes")
-    try:
-        body = protocol.decode(request.body)
-    except (ValueError, RecursionError):
-        raise InvalidData("body is not valid JSON") from None
-    command = protocol.PARSERS["publish"](None, body)
-    publication = await actions.publish(principal, command.channel, command.event, command.data)
+    incoming = _cloudevent(request)
+    if incoming is not None:
+        channel = _cloudevent_channel(request, incoming)
+        publication = await actions.publish(principal, channel, incoming.type, incoming.data, incoming)
+    else:
+        try:
+            body = protocol.decode(request.body)
+        except (ValueError, RecursionError):
+            raise InvalidData("body is not valid JSON") from None
+        command = protocol.PARSERS["publish"](None, body)
+        publication = await actions.publish(principal, command.channel, command.event, command.data)
     reply = {"ok": True}
     if publication.offset is not None:
         reply.update(offset=publication.offset, epoch=publication.epoch)
     return JsonResponse(reply, json_dumps_params={"separators": (",", ":")})
+
+
+def _cloudevent(request) -> cloudevents.Incoming | None:
+    """The CloudEvent a request carries, in structured or binary mode, or None for a
+    plain publish body (``{"channel", "event", "data"}``)."""
+    content_type = request.headers.get("Content-Type", "")
+    kind = content_type.split(";", 1)[0].strip().lower()
+    if kind == cloudevents.BATCH:
+        raise InvalidData("CloudEvents batches are not accepted: send one event per request")
+    if kind == cloudevents.STRUCTURED:
+        return cloudevents.parse_structured(request.body)
+    headers = {
+        name[3:].lower(): value for name, value in request.headers.items() if name.lower().startswith("ce-")
+    }
+    if "specversion" not in headers:
+        return None
+    return cloudevents.parse_binary(headers, content_type or None, request.body)
+
+
+def _cloudevent_channel(request, incoming: cloudevents.Incoming) -> str:
+    """Where a CloudEvent goes: its ``channel`` extension attribute, or ``?channel=``."""
+    query = request.GET.get("channel")
+    if incoming.channel is not None and query is not None and incoming.channel != query:
+        raise InvalidData("the channel attribute and ?channel= name different channels")
+    channel = incoming.channel if incoming.channel is not None else query
+    if channel is None:
+        raise InvalidData("name the channel: the channel extension attribute, or ?channel=")
+    return channel
 
 
 @csrf_exempt

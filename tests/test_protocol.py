@@ -18,6 +18,7 @@ from realtime.protocol import (
     Presence,
     Publish,
     Subscribe,
+    Time,
     Unsubscribe,
     encode,
     error_frame,
@@ -29,7 +30,7 @@ from realtime.protocol import (
 )
 
 MAX_SIZE = 64 * 1024
-COMMAND_TYPES = (Auth, Subscribe, Unsubscribe, Publish, History, Presence, Logout, Disconnect, Ping)
+COMMAND_TYPES = (Auth, Subscribe, Unsubscribe, Publish, History, Presence, Logout, Disconnect, Ping, Time)
 COMMAND_KEYS = sorted(PARSERS)
 
 
