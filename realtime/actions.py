@@ -85,7 +85,7 @@ async def subscribe(hub, conn, name: str, since: Position | None = None) -> Subs
         return Subscribed()
     info = await authorize_channel(conn.principal, name)
     try:
-        await hub.subscribe(conn, name, hold=info.has_history)
+        await hub.subscribe(conn, name, hold=info.has_history, bubble=info.bubble)
         if name not in conn.subscriptions:
             # Dropped while subscribing (the key was revoked, the channel deactivated);
             # the connection has been told why.
@@ -105,6 +105,8 @@ async def subscribe(hub, conn, name: str, since: Position | None = None) -> Subs
         raise
     # From here to the caller's reply: no await, so nothing is delivered in between.
     reply: dict[str, Any] = {"client": conn.client_id} if info.presence else {}
+    if info.bubble:
+        reply["bubble"] = True
     if position is None:
         if since is not None:
             reply["recovered"] = False

@@ -23,7 +23,7 @@ from .auth import Principal
 from .broker import Broker
 from .conf import settings
 from .errors import Unavailable
-from .names import pattern_prefix, patterns_matching, topic
+from .names import lineage, pattern_prefix, patterns_matching, topic
 from .permissions import get_policy
 from .protocol import join_frame, leave_frame, missed_frame
 
@@ -62,6 +62,9 @@ class Hub:
         # Subscription name (a channel, or a pattern such as rooms/*) -> its local subscribers.
         self.subscribers: dict[str, set[Subscriber]] = {}
         self.patterns: set[str] = set()
+        # Channels whose subscribers also get the publications below them (bubbling):
+        # each listens on its tree's topic too, as the pattern name/** would.
+        self.bubbling: set[str] = set()
         # Broker topic (names.topic) -> the subscription names listening through it.
         self.topics: dict[str, set[str]] = {}
         self.connections: set[Subscriber] = set()
@@ -104,12 +107,14 @@ class Hub:
         for name in list(conn.subscriptions):
             self.unsubscribe(conn, name)
 
-    async def subscribe(self, conn: Subscriber, name: str, hold: bool = False) -> None:
+    async def subscribe(self, conn: Subscriber, name: str, hold: bool = False, bubble: bool = False) -> None:
         """Add a local subscriber (to a channel or a pattern); returns once the broker
         delivers its topic here.
 
         With ``hold``, publications for ``conn`` on ``name`` are kept back until
         :meth:`stop_holding` (the connection is recovering from history meanwhile).
+        With ``bubble``, the channel's subscribers also get the publications on every
+        channel below it.
         """
         key = topic(name)
         if hold:
@@ -119,13 +124,33 @@ class Hub:
             subs = self.subscribers[name] = set()
             if key != name:
                 self.patterns.add(name)
-            names = self.topics.get(key)
-            if names is None:
-                names = self.topics[key] = set()
-                self._listening[key] = self.loop.create_task(self.broker.listen(key, self))
-            names.add(name)
+            self._join_topic(key, name)
         subs.add(conn)
         conn.subscriptions.add(name)
+        if bubble and name not in self.bubbling:
+            self.bubbling.add(name)
+            self._join_topic(topic(name + "/**"), name)
+        if name in self.bubbling:
+            await self._wait_listening(topic(name + "/**"))
+        await self._wait_listening(key)
+
+    def _join_topic(self, key: str, name: str) -> None:
+        names = self.topics.get(key)
+        if names is None:
+            names = self.topics[key] = set()
+            self._listening[key] = self.loop.create_task(self.broker.listen(key, self))
+        names.add(name)
+
+    def _leave_topic(self, key: str, name: str) -> None:
+        names = self.topics.get(key)
+        if names is not None:
+            names.discard(name)
+            if not names:
+                del self.topics[key]
+                self._listening.pop(key, None)
+                self.spawn(self._unlisten(key))
+
+    async def _wait_listening(self, key: str) -> None:
         pending = self._listening.get(key)
         if pending is None:
             return
@@ -138,6 +163,11 @@ class Hub:
                 del self._listening[key]
                 for lost in self.topics.pop(key, ()):
                     self.patterns.discard(lost)
+                    if lost in self.bubbling:
+                        self.bubbling.discard(lost)
+                        for other_key in (topic(lost), topic(lost + "/**")):
+                            if other_key != key:
+                                self._leave_topic(other_key, lost)
                     for other in self.subscribers.pop(lost, ()):
                         other.subscriptions.discard(lost)
             logger.warning("realtime: could not listen to %s on the broker: %s", key, error)
@@ -183,14 +213,10 @@ class Hub:
             return
         del self.subscribers[name]
         self.patterns.discard(name)
-        key = topic(name)
-        names = self.topics.get(key)
-        if names is not None:
-            names.discard(name)
-            if not names:
-                del self.topics[key]
-                self._listening.pop(key, None)
-                self.spawn(self._unlisten(key))
+        if name in self.bubbling:
+            self.bubbling.discard(name)
+            self._leave_topic(topic(name + "/**"), name)
+        self._leave_topic(topic(name), name)
 
     async def _unlisten(self, key: str) -> None:
         try:
@@ -222,7 +248,7 @@ class Hub:
                     self._deliver_recovering(name, subs, frame, offset)
             if via == "exact":
                 return
-        if self.patterns:
+        if self.patterns or self.bubbling:
             self._deliver_to_patterns(name, frame, via, info)
 
     def _deliver_recovering(self, name: str, subs, frame: str, offset: int | None) -> None:
@@ -252,13 +278,18 @@ class Hub:
         exact = self.subscribers.get(name, ())
         policy = get_policy()
         seen: set = set()
-        # Prefixed patterns come first, so a connection that also holds a bare pattern
-        # is served by the tree copy and skipped when the bare-pattern copy arrives.
-        for pattern in patterns_matching(name):
+        # Prefixed patterns and bubbling ancestors (both served by the tree copy) come
+        # first, so a connection that also holds a bare pattern is served by the tree
+        # copy and skipped when the bare-pattern copy arrives.
+        order = [(pattern, bool(pattern_prefix(pattern))) for pattern in patterns_matching(name)]
+        if self.bubbling:
+            bubbled = [(parent, True) for parent in lineage(name)[1:] if parent in self.bubbling]
+            order = [o for o in order if o[1]] + bubbled + [o for o in order if not o[1]]
+        for pattern, by_tree in order:
             subs = self.subscribers.get(pattern)
             if not subs:
                 continue
-            responsible = via is None or (via == "all") == (not pattern_prefix(pattern))
+            responsible = via is None or (via == "tree") == by_tree
             for conn in subs:
                 if conn in exact or conn in seen:
                     continue

@@ -70,6 +70,11 @@ export interface Message<T = Json> {
   event: string;
   data: T;
   user?: PublicationUser;
+  /**
+   * When the server accepted the publication: Unix seconds (a float). On a channel with
+   * the CloudEvents option the message is a CloudEvent and `time` its RFC 3339 timestamp.
+   */
+  time?: number | string;
   /** On channels with history: the publication's place in the channel's stream. */
   offset?: number;
   epoch?: string;
@@ -210,6 +215,8 @@ export declare class Subscription<T = Json> {
   readonly ready: Promise<Subscription<T>>;
   /** False once unsubscribed, by you or by the server. */
   readonly active: boolean;
+  /** True once the server said the channel bubbles: publications on channels below it arrive here too. */
+  readonly bubble: boolean;
   onMessage: ((message: Message<T>, subscription: Subscription<T>) => void) | null;
   onUnsubscribed: ((info: UnsubscribedInfo, subscription: Subscription<T>) => void) | null;
   /** Stop reading. The server is told once no other subscription reads this channel. */
@@ -271,6 +278,8 @@ export declare class RealtimeClient extends EventTarget {
   history<T = Json>(channel: string, options?: { since?: number; limit?: number; epoch?: string }): Promise<HistoryPage<T>>;
   /** Who is subscribed to a channel with presence. */
   presence(channel: string): Promise<PresenceMember[]>;
+  /** The server's clock, in Unix seconds (a float). */
+  time(): Promise<number>;
   /** The last position seen on a channel with history, if any. */
   position(channel: string): Position | undefined;
   /** Keep these credentials (used again after every reconnect) and authenticate with them. */

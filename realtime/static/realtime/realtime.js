@@ -173,6 +173,8 @@ export class Subscription {
     this.onUnsubscribed = options.onUnsubscribed ?? null;
     /** False once unsubscribed, by you or by the server. */
     this.active = true;
+    /** True once the server said the channel bubbles: publications below it arrive here too. */
+    this.bubble = false;
     this._client = client;
     this._settled = false;
     const ready = deferred();
@@ -330,6 +332,11 @@ export class RealtimeClient extends EventTarget {
   /** Who is subscribed to `channel`: resolves with [{user, clients}, ...]. */
   presence(channel) {
     return this._request("presence", {channel}).then((reply) => reply.presence.members);
+  }
+
+  /** The server's clock: resolves with Unix seconds (a float). */
+  time() {
+    return this._request("time", true).then((reply) => reply.time);
   }
 
   /** The last {offset, epoch} seen on `channel` (a channel with history), or undefined. */
@@ -722,7 +729,9 @@ export class RealtimeClient extends EventTarget {
     }
     this._emit("realtime:message", message);
     for (const subscription of this._subscriptions) {
-      if (!subscription.onMessage || !channelMatches(subscription.channel, message.channel)) continue;
+      if (!subscription.onMessage) continue;
+      const below = subscription.bubble && message.channel.startsWith(`${subscription.channel}/`);
+      if (!below && !channelMatches(subscription.channel, message.channel)) continue;
       try {
         subscription.onMessage(message, subscription);
       } catch (error) {
@@ -780,7 +789,10 @@ export class RealtimeClient extends EventTarget {
         if (since && reply.recovered === false) {
           this._emit("realtime:notice", {missed: {channel, reason: "not_recovered"}});
         }
-        for (const subscription of subscriptions) subscription._confirm();
+        for (const subscription of subscriptions) {
+          subscription.bubble = reply.bubble === true;
+          subscription._confirm();
+        }
       },
       (error) => {
         // A dropped connection renews every live subscription on the next one.
