@@ -215,6 +215,16 @@ async def log_view(request, channel: str) -> HttpResponse:
     return await _log(request, channel)
 
 
+def sse_not_routed(request) -> HttpResponse:
+    """Django was asked for the event stream: the ASGI router does not mount it."""
+    return error_response(
+        ErrorCode.UNAVAILABLE,
+        501,
+        "the event stream is an ASGI app: add realtime.routing.http_urlpatterns to the http "
+        "branch of your ProtocolTypeRouter (docs/protocol.md, Server-sent events)",
+    )
+
+
 @require_GET
 def token_view(request) -> JsonResponse:
     """A fresh signed token for the session's user, as the grant hook allows.
