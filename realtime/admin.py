@@ -46,7 +46,15 @@ class ChannelAdmin(admin.ModelAdmin):
         "description_snippet",
         "updated_at",
     ]
-    list_filter = ["is_active", "include_subchannels", "anonymous_read", "history_durable", "presence"]
+    list_filter = [
+        "is_active",
+        "include_subchannels",
+        "anonymous_read",
+        "history_durable",
+        "presence",
+        "bubble",
+        "cloudevents",
+    ]
     search_fields = ["name", "description"]
     readonly_fields = ["created_at", "updated_at"]
     fieldsets = [
@@ -62,6 +70,16 @@ class ChannelAdmin(admin.ModelAdmin):
             },
         ),
         (_("Presence"), {"fields": ["presence", "join_leave"]}),
+        (
+            _("Tree and envelope"),
+            {
+                "fields": ["bubble", "cloudevents", "cloudevents_source"],
+                "description": _(
+                    "Bubbling delivers the publications of every channel below this one to its "
+                    "subscribers too. CloudEvents wraps each publication in a CloudEvents 1.0 envelope."
+                ),
+            },
+        ),
         (_("Dates"), {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}),
     ]
     actions = ["activate", "deactivate"]

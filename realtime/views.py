@@ -73,9 +73,13 @@ def _bearer(request) -> str:
 
 async def _publish(request) -> JsonResponse:
     secret = _bearer(request)
-    if len(secret) > protocol.MAX_SECRET_LENGTH or not protocol.is_encodable(secret):
+    if len(secret) > protocol.MAX_TOKEN_LENGTH or not protocol.is_encodable(secret):
         raise InvalidCredentials("unknown, revoked or expired key")
-    principal = await auth.authenticate(secret)
+    if secret.startswith(keys.SECRET_PREFIX):
+        principal = await auth.authenticate(secret)
+    else:
+        # A signed browser token (the JS client's SSE fallback publishes this way).
+        principal = tokens.verify_token(secret)
     if not principal.can_write:
         raise AccessDenied("read-only access cannot publish")
     # Checked before the body is read, so an oversized body is refused unread.

@@ -35,6 +35,23 @@ class Command(BaseCommand):
             "--anonymous-read", action="store_true", help="Anyone may subscribe without a key."
         )
         create.add_argument("--description", default="", metavar="TEXT")
+        create.add_argument(
+            "--bubble",
+            action="store_true",
+            help="Subscribers also receive the publications on every channel below this one.",
+        )
+        create.add_argument(
+            "--cloudevents", action="store_true", help="Deliver publications as CloudEvents 1.0."
+        )
+        create.add_argument(
+            "--cloudevents-source",
+            default="",
+            metavar="URI",
+            help="The CloudEvents source attribute (default: the channel's SSE URL).",
+        )
+        create.add_argument(
+            "--history-size", type=int, default=0, metavar="N", help="Publications kept (0: no history)."
+        )
 
         sub.add_parser("list", help="List channels.")
         activate = sub.add_parser("activate", help="Accept subscriptions and publications again.")
@@ -53,15 +70,36 @@ class Command(BaseCommand):
         }
         handlers[subcommand](**options)
 
-    def create(self, *, name, subchannels, anonymous_read, description, **options) -> None:
+    def create(
+        self,
+        *,
+        name,
+        subchannels,
+        anonymous_read,
+        description,
+        bubble=False,
+        cloudevents=False,
+        cloudevents_source="",
+        history_size=0,
+        **options,
+    ) -> None:
         try:
             validate_channel_name(name)
         except InvalidChannelName as error:
             raise CommandError(f"invalid channel name {name!r}: {error.detail}") from None
         if Channel.objects.filter(name=name).exists():
             raise CommandError(f"a channel named {name!r} already exists")
+        if history_size < 0:
+            raise CommandError("--history-size must be 0 or more")
         channel = Channel(
-            name=name, include_subchannels=subchannels, anonymous_read=anonymous_read, description=description
+            name=name,
+            include_subchannels=subchannels,
+            anonymous_read=anonymous_read,
+            description=description,
+            bubble=bubble,
+            cloudevents=cloudevents,
+            cloudevents_source=cloudevents_source,
+            history_size=history_size,
         )
         try:
             channel.full_clean()
@@ -71,6 +109,9 @@ class Command(BaseCommand):
         traits = [
             "covers sub-channels" if subchannels else None,
             "anonymous read" if anonymous_read else None,
+            "bubbling" if bubble else None,
+            "CloudEvents" if cloudevents else None,
+            f"history of {history_size}" if history_size else None,
         ]
         details = ", ".join(trait for trait in traits if trait)
         self.stdout.write(f"Created channel {name!r}" + (f" ({details})." if details else "."))
