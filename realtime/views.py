@@ -15,9 +15,9 @@ import logging
 from urllib.parse import urlencode
 
 from django.http import HttpResponse, JsonResponse
-from django.utils.http import http_date
+from django.utils.http import http_date, parse_etags, parse_http_date_safe
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_http_methods
 
 from . import actions, auth, cloudevents, keys, protocol, tokens
 from .broker import get_broker
@@ -188,31 +188,72 @@ async def _log(request, channel: str) -> HttpResponse:
     if not info.has_history:
         raise HistoryDisabled(f"{name!r} keeps no history")
     page = await get_broker().history.read(name, info, since, limit, epoch)
-    # The page changes only with the stream's epoch, the offsets it spans, and whether
-    # it reaches back to `since`; the time of its last publication is its age.
     position = page.position
-    version = f"{position.epoch}:{position.offset}:{page.offsets[:1]}:{page.offsets[-1:]}:{page.complete}"
+    # A page at fixed offsets never changes once full, within the epoch the URL names;
+    # the page still filling (or one whose URL names no epoch) changes with each
+    # publication (or after an epoch change) and is revalidated.
+    immutable = (
+        epoch == position.epoch
+        and page.complete
+        and len(page.offsets) == limit
+        and page.offsets[0] == since + 1
+        and settings.LOG_MAX_AGE > 0
+    )
+    # The page changes only with the stream's epoch, the offsets it spans, and whether
+    # it reaches back to `since` (its last offset, once full); its newest publication's
+    # time is its age.
+    head = "full" if immutable else f"{position.offset}:{page.complete}"
+    version = f"{position.epoch}:{since}:{limit}:{page.offsets[:1]}:{page.offsets[-1:]}:{head}"
     etag = '"' + hashlib.sha256(version.encode()).hexdigest()[:32] + '"'
-    if etag in [tag.strip() for tag in request.headers.get("If-None-Match", "").split(",")]:
-        response = HttpResponse(status=304)
+    if _not_modified(request, etag, page.last_time):
+        response = HttpResponse(status=304, content_type="application/json")
     else:
         body = protocol.history_reply(None, name, page)
         # The same object the WebSocket history reply carries, without "ok".
         response = HttpResponse(body[len('{"ok":true,"history":') : -1], content_type="application/json")
+        if request.method == "HEAD":
+            length = len(response.content)
+            response.content = b""
+            response["Content-Length"] = str(length)
     response["ETag"] = etag
     if page.last_time is not None:
         response["Last-Modified"] = http_date(page.last_time)
     if page.next is not None:
-        query = urlencode({"since": page.next, "limit": limit, **({"epoch": epoch} if epoch else {})})
+        query = urlencode({"since": page.next, "limit": limit, "epoch": position.epoch})
         response["Link"] = f'<{request.path}?{query}>; rel="next"'
-    # Private: what a client may see depends on its credentials. no-cache: revalidate
-    # with the ETag each time (new publications change the answer).
-    response["Cache-Control"] = "private, no-cache"
-    response["Vary"] = "Authorization"
+    # Public where anonymous clients may read: the same for everybody, so shared caches
+    # (a CDN) may keep it. Private otherwise: what a client sees depends on its credentials.
+    scope = "public" if info.anonymous_read else "private"
+    if immutable:
+        max_age = settings.LOG_MAX_AGE
+        if info.history_ttl:
+            max_age = min(max_age, info.history_ttl)  # caches keep it no longer than the channel
+        response["Cache-Control"] = f"{scope}, max-age={max_age}, immutable"
+    elif info.anonymous_read:
+        # Kept by shared caches, and revalidated with the ETag on every request.
+        response["Cache-Control"] = "public, max-age=0, must-revalidate"
+    else:
+        response["Cache-Control"] = "private, no-cache"
+    if not info.anonymous_read:
+        response["Vary"] = "Authorization"
     return response
 
 
-@require_GET
+def _not_modified(request, etag: str, last_time: float | None) -> bool:
+    """RFC 9110 section 13.2.2: If-None-Match (weak comparison, ``*`` included) decides
+    when present; If-Modified-Since only without it."""
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match is not None:
+        tags = parse_etags(if_none_match)
+        return tags == ["*"] or any(tag.removeprefix("W/") == etag for tag in tags)
+    if_modified_since = request.headers.get("If-Modified-Since")
+    if if_modified_since is None or last_time is None:
+        return False
+    since = parse_http_date_safe(if_modified_since)
+    return since is not None and int(last_time) <= since
+
+
+@require_http_methods(["GET", "HEAD"])
 @error_boundary
 async def log_view(request, channel: str) -> HttpResponse:
     """A channel's stored publications: ``?since=N&limit=L[&epoch=E]``."""
