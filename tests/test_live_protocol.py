@@ -3,6 +3,8 @@
 import pytest
 from websockets.exceptions import ConnectionClosed
 
+from tests.matchers import SERVER_TIME
+
 pytestmark = [pytest.mark.live, pytest.mark.usefixtures("redis_layer")]
 
 
@@ -20,7 +22,12 @@ def test_subscriber_receives_each_publication_as_one_message_frame(server, conne
     assert writer.publish(news.name, "headline", {"text": "hi", "n": [1, 2]})["ok"] is True
 
     assert reader.next_message() == {
-        "message": {"channel": news.name, "event": "headline", "data": {"text": "hi", "n": [1, 2]}}
+        "message": {
+            "channel": news.name,
+            "event": "headline",
+            "data": {"text": "hi", "n": [1, 2]},
+            "time": SERVER_TIME,
+        }
     }
 
 
@@ -68,7 +75,9 @@ def test_publisher_subscribed_to_its_channel_receives_its_own_message(server, co
     client.auth(make_key())
     client.subscribe(news.name)
     assert client.publish(news.name, "echo", None)["ok"] is True
-    assert client.next_message() == {"message": {"channel": news.name, "event": "echo", "data": None}}
+    assert client.next_message() == {
+        "message": {"channel": news.name, "event": "echo", "data": None, "time": SERVER_TIME}
+    }
 
 
 def test_read_only_key_cannot_publish(server, connect, make_key, news):

@@ -4,6 +4,7 @@ import pytest
 from django.contrib.auth.models import AnonymousUser, User
 
 from realtime import tokens
+from tests.matchers import SERVER_TIME
 
 pytestmark = [pytest.mark.live, pytest.mark.usefixtures("redis_layer")]
 
@@ -28,6 +29,7 @@ def test_token_user_publishes_and_subscribers_see_who_sent_it(servers, connect, 
         "event": "chat",
         "data": {"text": "hi", "user": {"id": 0, "name": "forged"}},
         "user": {"id": alice.pk, "name": alice.username},
+        "time": SERVER_TIME,
     }
     assert b.publish(f"{room.name}/lobby", "chat", 1)["err"] == "access_denied"
 
@@ -53,7 +55,9 @@ def test_anonymous_token_publications_carry_no_user(server, connect, make_channe
     client.request("auth", {"token": tokens.issue_token(AnonymousUser(), "read-write", [news.name])[0]})
     client.subscribe(news.name)
     client.publish(news.name, "e", 1)
-    assert client.next_message() == {"message": {"channel": news.name, "event": "e", "data": 1}}
+    assert client.next_message() == {
+        "message": {"channel": news.name, "event": "e", "data": 1, "time": SERVER_TIME}
+    }
 
 
 def test_deactivating_the_user_logs_out_their_connections(server, connect, users):

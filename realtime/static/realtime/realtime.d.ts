@@ -191,6 +191,20 @@ export interface ClientOptions {
   requestTimeout?: number;
   /** Milliseconds for the socket to open before the attempt is abandoned. Default 10000. */
   connectTimeout?: number;
+  /**
+   * `"sse"`: when no WebSocket could be opened (`fallbackAfter` attempts in a row, default 1),
+   * receive over server-sent events and publish over HTTP instead, for the rest of the
+   * client's life. Tokens only (a secret cannot go in a URL); `history`, `presence` and
+   * `time` then reject with "unavailable". The client emits `realtime:transport`.
+   */
+  fallback?: "sse";
+  fallbackAfter?: number;
+  /** Default: beside the WebSocket URL, `/realtime/sse`. */
+  sseUrl?: string;
+  /** Default: beside the WebSocket URL, `/realtime/api/publish`. */
+  publishUrl?: string;
+  /** Default `globalThis.EventSource`. */
+  EventSource?: new (url: string) => EventSource;
 }
 
 export declare class RealtimeError extends Error {
@@ -278,6 +292,8 @@ export declare class RealtimeClient extends EventTarget {
   history<T = Json>(channel: string, options?: { since?: number; limit?: number; epoch?: string }): Promise<HistoryPage<T>>;
   /** Who is subscribed to a channel with presence. */
   presence(channel: string): Promise<PresenceMember[]>;
+  /** "websocket", or "sse" once the client fell back to server-sent events. */
+  readonly transport: "websocket" | "sse";
   /** The server's clock, in Unix seconds (a float). */
   time(): Promise<number>;
   /** The last position seen on a channel with history, if any. */
