@@ -246,3 +246,56 @@ def test_cloudevents_that_break_the_spec_are_refused(change, detail):
 def test_timestamps_are_rfc3339_utc():
     assert cloudevents.timestamp(0.5) == "1970-01-01T00:00:00.500000Z"
     assert abs(time.time() - 1) > 0
+
+
+# Channel options: the model, the admin, the command ---------------------------------------
+
+
+@pytest.mark.django_db
+def test_realtime_channel_create_sets_the_new_options():
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    from realtime.models import Channel
+
+    out = StringIO()
+    call_command("realtime_channel", "create", "tree", "--subchannels", "--bubble", "--cloudevents",
+                 "--cloudevents-source", "urn:example:tree", "--history-size", "50", stdout=out)  # fmt: skip
+    assert out.getvalue().strip() == (
+        "Created channel 'tree' (covers sub-channels, bubbling, CloudEvents, history of 50)."
+    )
+    tree = Channel.objects.get(name="tree")
+    assert (tree.bubble, tree.cloudevents, tree.cloudevents_source, tree.history_size) == (
+        True, True, "urn:example:tree", 50,
+    )  # fmt: skip
+    with pytest.raises(CommandError, match="needs the CloudEvents option"):
+        call_command(
+            "realtime_channel", "create", "plain", "--cloudevents-source", "urn:x", stdout=StringIO()
+        )
+    with pytest.raises(CommandError, match="URI reference"):
+        call_command("realtime_channel", "create", "spaced", "--cloudevents", "--cloudevents-source", "a b",
+                     stdout=StringIO())  # fmt: skip
+
+
+@pytest.mark.django_db
+def test_the_admin_edits_the_new_options(admin_client):
+    from django.urls import reverse
+
+    from realtime.models import Channel
+    from realtime.registry import resolve
+
+    channel = Channel.objects.create(name="feed")
+    page = admin_client.get(reverse("admin:realtime_channel_change", args=[channel.pk])).content.decode()
+    for field in ("bubble", "cloudevents", "cloudevents_source"):
+        assert f'name="{field}"' in page
+    form = {"name": "feed", "is_active": "on", "history_size": 0, "history_ttl": 60, "bubble": "on",
+            "cloudevents": "on", "cloudevents_source": "https://example.com/feed"}  # fmt: skip
+    response = admin_client.post(reverse("admin:realtime_channel_change", args=[channel.pk]), form)
+    assert response.status_code == 302
+    info = resolve("feed")
+    assert (info.bubble, info.cloudevents, info.cloudevents_source) == (
+        True,
+        True,
+        "https://example.com/feed",
+    )
