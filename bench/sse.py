@@ -43,8 +43,8 @@ def prepare(directory: Path) -> tuple[str, str]:
     subprocess.run([*manage, "migrate", "-v0"], env=env, check=True, cwd=ROOT)
     subprocess.run([*manage, "realtime_channel", "create", CHANNEL, "--anonymous-read"], env=env, check=True,
                    cwd=ROOT, stdout=subprocess.DEVNULL)  # fmt: skip
-    out = subprocess.run([*manage, "realtime_key", "create", "--name", "bench", "--access", "read-write",
-                          "--all-channels"], env=env, check=True, cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+    key = [*manage, "realtime_key", "create", "--name", "bench", "--access", "read-write", "--all-channels"]
+    out = subprocess.run(key, env=env, check=True, cwd=ROOT, capture_output=True, text=True)
     return database, out.stdout.strip().splitlines()[-1]
 
 
