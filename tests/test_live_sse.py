@@ -178,6 +178,8 @@ def test_the_same_credentials_as_the_socket(server, streams, make_key, make_chan
     assert (forged.status, forged.json()["err"]) == (401, "invalid_credentials")
     in_url = streams(server, [closed.name], secret=scoped)
     assert (in_url.status, in_url.json()["err"]) == (400, "invalid_data")
+    as_token = streams(server, [closed.name], token=scoped)
+    assert (as_token.status, as_token.json()["err"]) == (400, "invalid_data")
     outside = streams(server, [other.name], headers={"Authorization": f"Bearer {scoped}"})
     assert (outside.status, outside.json()["err"]) == (403, "access_denied")
     missing = streams(server, [f"nosuch-{uid}"], headers={"Authorization": f"Bearer {make_key()}"})

@@ -148,7 +148,10 @@ class Stream:
     async def finish(self) -> None:
         """Send the last bytes once the queue has drained (a writer may still be busy)."""
         await self.outbox.flush()
-        await self.send({"type": "http.response.body", "body": self.final, "more_body": False})
+        try:
+            await self.send({"type": "http.response.body", "body": self.final, "more_body": False})
+        except Exception:
+            pass  # the client is gone already
 
     def cancel(self) -> None:
         if self.beat is not None:
@@ -193,6 +196,8 @@ def _credential(query: list[tuple[str, str]], headers: dict[bytes, bytes]) -> st
             raise InvalidCredentials("send Authorization: Bearer <secret or token>")
         return value.strip()
     tokens_given = [value for name, value in query if name == "token"]
+    if tokens_given and tokens_given[-1].startswith(keys.SECRET_PREFIX):
+        raise InvalidData("send a key's secret as Authorization: Bearer, never in the URL")
     return tokens_given[-1] if tokens_given else None
 
 
