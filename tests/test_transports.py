@@ -18,7 +18,13 @@ from realtime.registry import ChannelInfo
 from realtime.runtime import get_hub
 from realtime.sse import protocol as sse
 from realtime.sse.stream import Stream
-from tests.test_fanout import Connection, Counting, in_memory_layer  # noqa: F401
+from tests.test_fanout import Connection, Counting
+
+
+@pytest.fixture
+def in_memory_layer(settings):
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
 
 # The clock -------------------------------------------------------------------------------
 
@@ -261,14 +267,10 @@ def test_realtime_channel_create_sets_the_new_options():
 
     out = StringIO()
     call_command("realtime_channel", "create", "tree", "--subchannels", "--bubble", "--cloudevents",
-                 "--cloudevents-source", "urn:example:tree", "--history-size", "50", stdout=out)  # fmt: skip
-    assert out.getvalue().strip() == (
-        "Created channel 'tree' (covers sub-channels, bubbling, CloudEvents, history of 50)."
-    )
+                 "--cloudevents-source", "urn:example:tree", stdout=out)  # fmt: skip
+    assert out.getvalue().strip() == ("Created channel 'tree' (covers sub-channels, bubbling, CloudEvents).")
     tree = Channel.objects.get(name="tree")
-    assert (tree.bubble, tree.cloudevents, tree.cloudevents_source, tree.history_size) == (
-        True, True, "urn:example:tree", 50,
-    )  # fmt: skip
+    assert (tree.bubble, tree.cloudevents, tree.cloudevents_source) == (True, True, "urn:example:tree")
     with pytest.raises(CommandError, match="needs the CloudEvents option"):
         call_command(
             "realtime_channel", "create", "plain", "--cloudevents-source", "urn:x", stdout=StringIO()

@@ -49,9 +49,6 @@ class Command(BaseCommand):
             metavar="URI",
             help="The CloudEvents source attribute (default: the channel's SSE URL).",
         )
-        create.add_argument(
-            "--history-size", type=int, default=0, metavar="N", help="Publications kept (0: no history)."
-        )
 
         sub.add_parser("list", help="List channels.")
         activate = sub.add_parser("activate", help="Accept subscriptions and publications again.")
@@ -80,7 +77,6 @@ class Command(BaseCommand):
         bubble=False,
         cloudevents=False,
         cloudevents_source="",
-        history_size=0,
         **options,
     ) -> None:
         try:
@@ -89,8 +85,6 @@ class Command(BaseCommand):
             raise CommandError(f"invalid channel name {name!r}: {error.detail}") from None
         if Channel.objects.filter(name=name).exists():
             raise CommandError(f"a channel named {name!r} already exists")
-        if history_size < 0:
-            raise CommandError("--history-size must be 0 or more")
         channel = Channel(
             name=name,
             include_subchannels=subchannels,
@@ -99,7 +93,6 @@ class Command(BaseCommand):
             bubble=bubble,
             cloudevents=cloudevents,
             cloudevents_source=cloudevents_source,
-            history_size=history_size,
         )
         try:
             channel.full_clean()
@@ -111,7 +104,6 @@ class Command(BaseCommand):
             "anonymous read" if anonymous_read else None,
             "bubbling" if bubble else None,
             "CloudEvents" if cloudevents else None,
-            f"history of {history_size}" if history_size else None,
         ]
         details = ", ".join(trait for trait in traits if trait)
         self.stdout.write(f"Created channel {name!r}" + (f" ({details})." if details else "."))
