@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+from types import SimpleNamespace
 from urllib.parse import urlencode
 
 from django.http import HttpResponse, JsonResponse
@@ -32,6 +33,7 @@ from .errors import (
     RealtimeError,
 )
 from .names import validate_channel_name
+from .positions import Position
 
 logger = logging.getLogger("realtime")
 
@@ -205,6 +207,12 @@ async def _log(request, channel: str) -> HttpResponse:
     head = "full" if immutable else f"{position.offset}:{page.complete}"
     version = f"{position.epoch}:{since}:{limit}:{page.offsets[:1]}:{page.offsets[-1:]}:{head}"
     etag = '"' + hashlib.sha256(version.encode()).hexdigest()[:32] + '"'
+    if immutable:
+        # Nothing in it may depend on where the stream stands now: it says where the page
+        # ends, and always where the next one starts.
+        last = page.offsets[-1]
+        page = SimpleNamespace(frames=page.frames, position=Position(last, position.epoch), complete=True,
+                               next=last, last_time=page.last_time)  # fmt: skip
     if _not_modified(request, etag, page.last_time):
         response = HttpResponse(status=304, content_type="application/json")
     else:

@@ -58,6 +58,15 @@ def test_a_complete_page_is_immutable_and_the_head_is_revalidated(servers, publi
 
     _, head, _ = get(f"{base}?since=3&limit=3&epoch={epoch}")  # two of three: still filling
     assert head["Cache-Control"] == "public, max-age=0, must-revalidate"
+
+    # A full page says nothing that changes later: where it ends, and where the next begins,
+    # even when nothing follows yet.
+    status, last, last_body = get(f"{base}?since=2&limit=3&epoch={epoch}")
+    assert json.loads(last_body)["offset"] == 5 and json.loads(last_body)["next"] == 5
+    assert last["Link"] == f'</realtime/log/{public_log.name}?since=5&limit=3&epoch={epoch}>; rel="next"'
+    realtime.publish(public_log.name, "n", 5)
+    _, again, again_body = get(f"{base}?since=2&limit=3&epoch={epoch}")
+    assert (again["ETag"], again_body) == (last["ETag"], last_body)
     _, unpinned, _ = get(f"{base}?since=0&limit=3")  # no epoch named: a new epoch would change it
     assert unpinned["Cache-Control"] == "public, max-age=0, must-revalidate"
 
