@@ -34,7 +34,7 @@ SKIP_SECONDS = 5.0
 
 
 class Subscriber(Protocol):
-    """What the hub needs from a connection (native consumers and Bayeux sessions)."""
+    """What the hub needs from a connection (native consumers, Bayeux sessions, SSE streams)."""
 
     principal: Principal | None
     subscriptions: set[str]

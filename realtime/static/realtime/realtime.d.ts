@@ -252,6 +252,8 @@ export interface RealtimeEventMap {
   "realtime:message": CustomEvent<Message>;
   "realtime:notice": CustomEvent<Notice>;
   "realtime:error": CustomEvent<{ error: RealtimeError }>;
+  /** No WebSocket could be opened and the client fell back to server-sent events. */
+  "realtime:transport": CustomEvent<{ transport: "sse"; code: number; reason: string }>;
 }
 
 export declare class RealtimeClient extends EventTarget {
