@@ -301,3 +301,47 @@ def test_the_admin_edits_the_new_options(admin_client):
         True,
         "https://example.com/feed",
     )
+
+
+# The SSE app's refusals, in process ---------------------------------------------------------
+
+
+async def call_sse(method="GET", query=b"", headers=()):
+    from channels.testing import ApplicationCommunicator
+
+    from realtime.sse.stream import app
+
+    scope = {"type": "http", "method": method, "path": "/realtime/sse", "query_string": query,
+             "headers": list(headers)}  # fmt: skip
+    communicator = ApplicationCommunicator(app, scope)
+    await communicator.send_input({"type": "http.request", "body": b""})
+    start = await communicator.receive_output(2)
+    body = await communicator.receive_output(2)
+    await communicator.wait(2)
+    return start["status"], dict(start["headers"]), body["body"]
+
+
+@pytest.mark.asyncio
+async def test_the_event_stream_answers_other_methods_405_and_preflights_204(settings):
+    settings.REALTIME = {"ALLOWED_ORIGINS": ["http://localhost"]}
+    status, headers, body = await call_sse("POST", b"channel=news")
+    assert (status, headers[b"allow"], json.loads(body)["err"]) == (405, b"GET, OPTIONS", "invalid_data")
+    status, headers, _ = await call_sse("OPTIONS", headers=[(b"origin", b"http://localhost")])
+    assert status == 204 and headers[b"access-control-allow-origin"] == b"http://localhost"
+    assert b"Last-Event-ID" in headers[b"access-control-allow-headers"]
+    status, _, body = await call_sse("OPTIONS", headers=[(b"origin", b"https://evil.example")])
+    assert (status, json.loads(body)["err"]) == (403, "access_denied")
+
+
+@pytest.mark.asyncio
+async def test_the_event_stream_refuses_what_it_cannot_read_before_it_starts():
+    status, _, body = await call_sse(query=b"")
+    assert (status, json.loads(body)["err"]) == (400, "invalid_data")
+    status, _, body = await call_sse(query=b"channel=a//b")
+    assert (status, json.loads(body)["err"]) == (400, "invalid_channel_name")
+    status, headers, body = await call_sse(query=b"channel=news", headers=[(b"authorization", b"Basic x")])
+    assert (status, json.loads(body)["err"]) == (401, "invalid_credentials")
+    assert headers[b"www-authenticate"] == b'Bearer realm="realtime"'
+    many = b"&".join(b"channel=c%d" % n for n in range(1001))
+    status, _, body = await call_sse(query=many)
+    assert status == 400

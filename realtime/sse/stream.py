@@ -63,8 +63,11 @@ class Stream:
         self.hub = None
         # Channels with history this stream names -> the last (epoch, offset) sent.
         self.positions: dict[str, tuple[str, int] | None] = {}
-        # Events written before the response started (while subscribing), in order.
+        # Events written before the response started (while subscribing), in order: the
+        # replays of every channel recovering (each at most RECOVERY_LIMIT) and what arrived
+        # meanwhile (at most ``limit``).
         self.early: list[bytes] | None = []
+        self.early_limit = limit
         self.limit = limit
         self.outbox = Outbox(send, limit, self.too_slow)
         self.ended: asyncio.Future = asyncio.get_running_loop().create_future()
@@ -105,7 +108,7 @@ class Stream:
     def write(self, body: bytes) -> None:
         """Queue bytes for the client; never blocks, never raises."""
         if self.early is not None:
-            if len(self.early) >= self.limit:
+            if len(self.early) >= self.early_limit:
                 self.early = []
                 asyncio.get_running_loop().call_soon(self.too_slow)
             else:
@@ -222,6 +225,7 @@ def _channels(query: list[tuple[str, str]]) -> list[str]:
 
 async def _subscribe(hub, stream: Stream, names: list[str], last_event_id: str | None) -> None:
     """Subscribe to each channel, recovering after ``Last-Event-ID`` where it can."""
+    stream.early_limit = stream.limit + len(names) * settings.RECOVERY_LIMIT
     exact = [name for name in names if not is_pattern(name)]
     infos = {name: await actions.authorize_channel(stream.principal, name) for name in exact}
     stream.positions = {name: None for name in exact if infos[name].has_history}
