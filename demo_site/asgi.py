@@ -1,4 +1,4 @@
-"""ASGI entry point: Django for HTTP, realtime's consumer for WebSockets.
+"""ASGI entry point: Django for HTTP, realtime's consumers for WebSockets and SSE.
 
 Serve with ``daphne demo_site.asgi:application`` or
 ``uvicorn demo_site.asgi:application``; see docs/deployment.md.
@@ -12,14 +12,16 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "demo_site.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.urls import re_path  # noqa: E402
 
 from realtime.guard import guard  # noqa: E402
-from realtime.routing import websocket_urlpatterns  # noqa: E402
+from realtime.routing import http_urlpatterns, websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
+        # Server-sent events at /realtime/sse; everything else is Django's, behind the guard:
         # realtime's HTTP endpoints refuse oversized and unauthenticated bodies unread.
-        "http": guard(django_asgi_app),
+        "http": URLRouter([*http_urlpatterns, re_path(r"", guard(django_asgi_app))]),
         # realtime checks the Origin itself (allowing clients that send none).
         "websocket": URLRouter(websocket_urlpatterns),
     }

@@ -130,7 +130,7 @@ async def subscribe(hub, conn, name: str, since: Position | None = None) -> Subs
         return Subscribed()
     info = await authorize_channel(conn.principal, name)
     try:
-        await _listen(hub, conn, name, hold=info.has_history)
+        await _listen(hub, conn, name, hold=info.has_history, bubble=info.bubble)
         if name not in conn.subscriptions:
             # Dropped while subscribing (the key was revoked, the channel deactivated);
             # the connection has been told why.
@@ -151,6 +151,8 @@ async def subscribe(hub, conn, name: str, since: Position | None = None) -> Subs
     # From here to the caller's reply: no await, so nothing is delivered in between.
     events.connection_event(signals.subscribed, conn, channel=name)
     reply: dict[str, Any] = {"client": conn.client_id} if info.presence else {}
+    if info.bubble:
+        reply["bubble"] = True
     if position is None:
         if since is not None:
             reply["recovered"] = False
@@ -168,14 +170,14 @@ async def subscribe(hub, conn, name: str, since: Position | None = None) -> Subs
     return Subscribed(reply, frames)
 
 
-async def _listen(hub, conn, name: str, hold: bool = False) -> None:
+async def _listen(hub, conn, name: str, hold: bool = False, bubble: bool = False) -> None:
     """``hub.subscribe``, holding anonymous clients to ``MAX_ANONYMOUS_TOPICS``."""
     key = topic(name)
     if conn.principal is not None or not quotas.reserve_anonymous_topic(hub, key):
-        await hub.subscribe(conn, name, hold=hold)
+        await hub.subscribe(conn, name, hold=hold, bubble=bubble)
         return
     try:
-        await hub.subscribe(conn, name, hold=hold)
+        await hub.subscribe(conn, name, hold=hold, bubble=bubble)
     finally:
         quotas.anonymous_subscribed(hub, key)
 
@@ -225,13 +227,16 @@ async def presence(hub, principal: Principal | None, name: str) -> list[dict]:
     return members
 
 
-async def publish(principal: Principal | None, name: str, event: str, data: Any, conn=None) -> Publication:
+async def publish(
+    principal: Principal | None, name: str, event: str, data: Any, conn=None, incoming=None
+) -> Publication:
     """Publish as ``principal``; subscribers see its user, if it has one.
 
     ``conn`` is the connection (a ``hub.Subscriber``) a client publishes through: its
     decisions are cached on it, the channel's publish handler runs, and the
     publication is announced (``signals.client_published``, webhooks). Without one (the
-    HTTP endpoint) the policy is asked each time and no handler runs.
+    HTTP endpoint) the policy is asked each time and no handler runs. ``incoming`` is a
+    CloudEvent (``realtime.cloudevents.Incoming``) whose attributes are kept.
     """
     if principal is None:
         raise AccessDenied("authenticate first")
@@ -252,7 +257,7 @@ async def publish(principal: Principal | None, name: str, event: str, data: Any,
     if refusal is not None:
         raise AccessDenied(refusal)
     if conn is None:
-        return await send_publication(name, event, data, principal.user, info=info)
+        return await send_publication(name, event, data, principal.user, info=info, incoming=incoming)
     handler = handlers.handler_for(info)
     if handler is not None:
         publication = handlers.ClientPublication(

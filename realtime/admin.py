@@ -46,7 +46,15 @@ class ChannelAdmin(admin.ModelAdmin):
         "presence",
         "description_snippet",
     ]
-    list_filter = ["is_active", "include_subchannels", "anonymous_read", "history_durable", "presence"]
+    list_filter = [
+        "is_active",
+        "include_subchannels",
+        "anonymous_read",
+        "history_durable",
+        "presence",
+        "bubble",
+        "cloudevents",
+    ]
     search_fields = ["name", "description"]
     readonly_fields = ["created_at", "updated_at"]
     fieldsets = [
@@ -68,6 +76,16 @@ class ChannelAdmin(admin.ModelAdmin):
                 "fields": ["personal", "webhook_publications"],
                 "description": _(
                     "Personal channels per user, and webhooks for what clients publish (docs/hooks.md)."
+                ),
+            },
+        ),
+        (
+            _("Tree and envelope"),
+            {
+                "fields": ["bubble", "cloudevents", "cloudevents_source"],
+                "description": _(
+                    "Bubbling delivers the publications of every channel below this one to its "
+                    "subscribers too. CloudEvents wraps each publication in a CloudEvents 1.0 envelope."
                 ),
             },
         ),

@@ -148,6 +148,16 @@ class RealtimeSettings:
     # Where the WebSocket consumer is mounted (realtime.routing uses /realtime/ws); the
     # template tag builds the URL it gives browsers from it.
     WS_PATH = Setting[str]("/realtime/ws", PATH, "realtime.E009")
+    # Server-sent events (docs/protocol.md): where realtime.routing.http_urlpatterns mounts
+    # the stream (the JS client's fallback and the default CloudEvents source use it);
+    # seconds between the heartbeat comments that keep proxies from closing an idle
+    # stream; seconds a browser waits before reconnecting (the stream's "retry:").
+    SSE_PATH = Setting[str]("/realtime/sse", PATH, "realtime.E009")
+    SSE_HEARTBEAT = Setting[float](15.0, POSITIVE_NUMBER)
+    SSE_RETRY = Setting[float](3.0, NON_NEGATIVE_NUMBER)
+    # Seconds a complete page of a channel's HTTP log may be cached (it never changes):
+    # publicly on channels with anonymous read, privately otherwise. 0: revalidate always.
+    LOG_MAX_AGE = Setting[int](365 * 24 * 3600, NON_NEGATIVE_INT)
     # Seconds a signed browser token can be presented after it is issued.
     TOKEN_TTL = Setting[float](300, POSITIVE_NUMBER)
     # Dotted path to grant(request) -> realtime.tokens.Grant | None: who gets which token.

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections.abc import Callable
 
 from . import actions, auth, events, protocol, rpc, signals
@@ -203,6 +204,9 @@ class RealtimeConsumer(Consumer):
     async def do_ping(self, command: protocol.Ping) -> None:
         self.push(protocol.ok_frame(command.id))
 
+    async def do_time(self, command: protocol.Time) -> None:
+        self.push(protocol.ok_frame(command.id, time=round(time.time(), 6)))
+
     async def do_disconnect(self, command: protocol.Disconnect) -> None:
         self.push(protocol.ok_frame(command.id))
         await self.close(CloseCode.NORMAL)
@@ -272,4 +276,5 @@ COMMANDS = {
     protocol.Ping: RealtimeConsumer.do_ping,
     protocol.Rpc: RealtimeConsumer.do_rpc,
     protocol.Refresh: RealtimeConsumer.do_refresh,
+    protocol.Time: RealtimeConsumer.do_time,
 }

@@ -32,8 +32,8 @@ from .auth import Principal
 from .broker import Broker
 from .conf import settings
 from .errors import Unavailable
-from .names import pattern_prefix, patterns_matching, topic
-from .permissions import may_read
+from .names import lineage, pattern_prefix, patterns_matching, topic
+from .permissions import may_read, may_read_now
 from .protocol import join_frame, leave_frame, missed_frame
 from .stats import counters
 
@@ -44,7 +44,7 @@ SKIP_SECONDS = 5.0
 
 
 class Subscriber(Protocol):
-    """What the hub needs from a connection (native consumers and Bayeux sessions)."""
+    """What the hub needs from a connection (native consumers, Bayeux sessions, SSE streams)."""
 
     principal: Principal | None
     subscriptions: set[str]
@@ -89,6 +89,9 @@ class Hub:
         # Subscription name (a channel, or a pattern such as rooms/*) -> its local subscribers.
         self.subscribers: dict[str, set[Subscriber]] = {}
         self.patterns: set[str] = set()
+        # Channels whose subscribers also get the publications below them (bubbling):
+        # each listens on its tree's topic too, as the pattern name/** would.
+        self.bubbling: set[str] = set()
         # Broker topic (names.topic) -> the subscription names listening through it.
         self.topics: dict[str, set[str]] = {}
         self.connections: set[Subscriber] = set()
@@ -154,12 +157,14 @@ class Hub:
         if conn.principal is principal and conn in self.connections:
             conn.drop_principal("token_expired")
 
-    async def subscribe(self, conn: Subscriber, name: str, hold: bool = False) -> None:
+    async def subscribe(self, conn: Subscriber, name: str, hold: bool = False, bubble: bool = False) -> None:
         """Add a local subscriber (to a channel or a pattern); returns once the broker
         delivers its topic here.
 
         With ``hold``, publications for ``conn`` on ``name`` are kept back until
         :meth:`stop_holding` (the connection is recovering from history meanwhile).
+        With ``bubble``, the channel's subscribers also get the publications on every
+        channel below it.
         """
         key = topic(name)
         if hold:
@@ -169,13 +174,33 @@ class Hub:
             subs = self.subscribers[name] = set()
             if key != name:
                 self.patterns.add(name)
-            names = self.topics.get(key)
-            if names is None:
-                names = self.topics[key] = set()
-                self._listening[key] = self.loop.create_task(self.broker.listen(key, self))
-            names.add(name)
+            self._join_topic(key, name)
         subs.add(conn)
         conn.subscriptions.add(name)
+        if bubble and name not in self.bubbling:
+            self.bubbling.add(name)
+            self._join_topic(topic(name + "/**"), name)
+        if name in self.bubbling:
+            await self._wait_listening(topic(name + "/**"))
+        await self._wait_listening(key)
+
+    def _join_topic(self, key: str, name: str) -> None:
+        names = self.topics.get(key)
+        if names is None:
+            names = self.topics[key] = set()
+            self._listening[key] = self.loop.create_task(self.broker.listen(key, self))
+        names.add(name)
+
+    def _leave_topic(self, key: str, name: str) -> None:
+        names = self.topics.get(key)
+        if names is not None:
+            names.discard(name)
+            if not names:
+                del self.topics[key]
+                self._listening.pop(key, None)
+                self.spawn(self._unlisten(key))
+
+    async def _wait_listening(self, key: str) -> None:
         pending = self._listening.get(key)
         if pending is None:
             return
@@ -188,6 +213,11 @@ class Hub:
                 del self._listening[key]
                 for lost in self.topics.pop(key, ()):
                     self.patterns.discard(lost)
+                    if lost in self.bubbling:
+                        self.bubbling.discard(lost)
+                        for other_key in (topic(lost), topic(lost + "/**")):
+                            if other_key != key:
+                                self._leave_topic(other_key, lost)
                     for other in self.subscribers.pop(lost, ()):
                         other.subscriptions.discard(lost)
             logger.warning("realtime: could not listen to %s on the broker: %s", key, error)
@@ -239,14 +269,10 @@ class Hub:
         self.patterns.discard(name)
         if self.published is not None:
             self.published.pop(name, None)
-        key = topic(name)
-        names = self.topics.get(key)
-        if names is not None:
-            names.discard(name)
-            if not names:
-                del self.topics[key]
-                self._listening.pop(key, None)
-                self.spawn(self._unlisten(key))
+        if name in self.bubbling:
+            self.bubbling.discard(name)
+            self._leave_topic(topic(name + "/**"), name)
+        self._leave_topic(topic(name), name)
 
     async def _unlisten(self, key: str) -> None:
         try:
@@ -283,7 +309,7 @@ class Hub:
                     self._deliver_recovering(name, subs, frame, offset)
             if via == "exact":
                 return
-        if self.patterns:
+        if self.patterns or self.bubbling:
             self._deliver_to_patterns(name, frame, via, info)
 
     def _deliver_recovering(self, name: str, subs, frame: str, offset: int | None) -> None:
@@ -313,13 +339,18 @@ class Hub:
         exact = self.subscribers.get(name, ())
         seen: set = set()
         pushed = 0
-        # Prefixed patterns come first, so a connection that also holds a bare pattern
-        # is served by the tree copy and skipped when the bare-pattern copy arrives.
-        for pattern in patterns_matching(name):
+        # Prefixed patterns and bubbling ancestors (both served by the tree copy) come
+        # first, so a connection that also holds a bare pattern is served by the tree
+        # copy and skipped when the bare-pattern copy arrives.
+        order = [(pattern, bool(pattern_prefix(pattern))) for pattern in patterns_matching(name)]
+        if self.bubbling:
+            bubbled = [(parent, True) for parent in lineage(name)[1:] if parent in self.bubbling]
+            order = [o for o in order if o[1]] + bubbled + [o for o in order if not o[1]]
+        for pattern, by_tree in order:
             subs = self.subscribers.get(pattern)
             if not subs:
                 continue
-            responsible = via is None or (via == "all") == (not pattern_prefix(pattern))
+            responsible = via is None or (via == "tree") == by_tree
             for conn in subs:
                 if conn in exact or conn in seen:
                     continue
@@ -329,19 +360,37 @@ class Hub:
                     if allowed:
                         conn.push(frame)
                         pushed += 1
-                    elif allowed is None:
-                        self._undecided(conn, name, info, frame)
+                    elif allowed is None and self._undecided(conn, name, info, frame):
+                        pushed += 1
         counters.delivered += pushed
 
-    def _undecided(self, conn: Subscriber, name: str, info, frame: str) -> None:
-        """Hold ``frame`` for ``conn`` until the policy has decided on ``name``."""
+    def _reaches(self, conn: Subscriber, name: str) -> bool:
+        """Whether one of ``conn``'s patterns, or a bubbling channel above ``name`` that it
+        subscribes to, still delivers ``name`` to it."""
+        if any(pattern in conn.subscriptions for pattern in patterns_matching(name)):
+            return True
+        return any(parent in conn.subscriptions and parent in self.bubbling for parent in lineage(name)[1:])
+
+    def _undecided(self, conn: Subscriber, name: str, info, frame: str) -> bool:
+        """Deliver ``frame`` once the policy has decided on ``name`` for ``conn``: at once
+        when it can answer without awaiting (True if it was pushed), else held until its
+        task has decided."""
         key = (conn, name)
         held = self.deciding.get(key)
         if held is None:
+            allowed = may_read_now(conn.principal, name, info)
+            if allowed is not None:
+                if len(conn.readable) >= settings.DECISION_CACHE_SIZE:
+                    conn.readable.clear()
+                conn.readable[name] = allowed
+                if allowed:
+                    conn.push(frame)
+                return allowed
             self.deciding[key] = [frame]
             self.spawn(self._decide(conn, name, info))
         elif len(held) < settings.MAX_PENDING_FRAMES:
             held.append(frame)
+        return False
 
     async def _decide(self, conn: Subscriber, name: str, info) -> None:
         key = (conn, name)
@@ -356,7 +405,7 @@ class Hub:
             logger.exception("realtime: the policy failed deciding on %s; not delivering it", name)
         finally:
             held = self.deciding.pop(key, [])
-        if conn not in self.connections or not any(p in conn.subscriptions for p in patterns_matching(name)):
+        if conn not in self.connections or not self._reaches(conn, name):
             return
         if len(conn.readable) >= settings.DECISION_CACHE_SIZE:
             conn.readable.clear()

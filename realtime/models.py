@@ -94,6 +94,32 @@ class Channel(models.Model):
         default=False,
         help_text=_("Send what clients publish here to the webhooks that take client_event."),
     )
+    bubble = models.BooleanField(
+        _("bubbling"),
+        default=False,
+        help_text=_(
+            "Subscribers of this channel also receive publications on every channel below it "
+            "(rooms receives rooms/42 and rooms/42/typing), once each, named by the channel they were "
+            "made on. The history and the log of each channel stay its own."
+        ),
+    )
+    cloudevents = models.BooleanField(
+        _("CloudEvents"),
+        default=False,
+        help_text=_(
+            "Publications are delivered as CloudEvents 1.0 (JSON format), and the HTTP endpoint accepts "
+            "CloudEvents for this channel."
+        ),
+    )
+    cloudevents_source = models.CharField(
+        _("CloudEvents source"),
+        max_length=500,
+        blank=True,
+        help_text=_(
+            "The source attribute of the CloudEvents this channel produces (a URI reference). "
+            "Blank: the channel's server-sent events URL, such as /realtime/sse?channel=rooms/42."
+        ),
+    )
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
 
@@ -121,6 +147,16 @@ class Channel(models.Model):
         if self.personal and self.anonymous_read:
             raise ValidationError(
                 {"anonymous_read": _("Personal channels cannot be read anonymously.")}, code="personal"
+            )
+        if self.cloudevents_source and not self.cloudevents:
+            raise ValidationError(
+                {"cloudevents_source": _("A CloudEvents source needs the CloudEvents option.")},
+                code="no_cloudevents",
+            )
+        if self.cloudevents_source and any(c.isspace() or ord(c) < 32 for c in self.cloudevents_source):
+            raise ValidationError(
+                {"cloudevents_source": _("A URI reference has no spaces or control characters.")},
+                code="invalid_source",
             )
 
 

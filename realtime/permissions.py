@@ -198,6 +198,26 @@ async def may_read(principal: Principal | None, name: str, row: ChannelInfo) -> 
     return await read_refusal(principal, name, row) is None
 
 
+def may_read_now(principal: Principal | None, name: str, row: ChannelInfo) -> bool | None:
+    """:func:`may_read` without awaiting, for the fan-out: the answer when the policy's
+    ``may_subscribe`` is a plain ``def`` (the default policy's is), None when it must be
+    awaited (an ``async def``), which the caller then does in a task of its own."""
+    policy = get_policy()
+    if inspect.iscoroutinefunction(policy.may_subscribe):
+        return None
+    request = AccessRequest(principal, name, row, "subscribe")
+    if principal is None and not row.anonymous_read:
+        return False
+    if _personal_refusal(principal, request) is not None:
+        return False
+    value = policy.may_subscribe(request)
+    if inspect.isawaitable(value):
+        if inspect.iscoroutine(value):
+            value.close()
+        return None
+    return bool(value)
+
+
 async def write_refusal(principal: Principal | None, name: str, row: ChannelInfo) -> str | None:
     """Why ``principal`` may not publish on ``name``, or None if it may."""
     if principal is None:

@@ -136,8 +136,26 @@ class Refresh:
     access: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Time:
+    """The server's clock (ivy's time command): replied as Unix seconds, a float."""
+
+    id: RequestId
+
+
 Command = (
-    Auth | Subscribe | Unsubscribe | Publish | History | Presence | Logout | Disconnect | Ping | Rpc | Refresh
+    Auth
+    | Subscribe
+    | Unsubscribe
+    | Publish
+    | History
+    | Presence
+    | Logout
+    | Disconnect
+    | Ping
+    | Rpc
+    | Refresh
+    | Time
 )
 
 
@@ -355,6 +373,11 @@ def _parse_refresh(request_id: RequestId, value: Any) -> Refresh:
     return Refresh(request_id, _string(body, "token", "refresh", MAX_TOKEN_LENGTH), access)
 
 
+def _parse_time(request_id: RequestId, value: Any) -> Time:
+    _flag(value, "time")
+    return Time(request_id)
+
+
 PARSERS = {
     "auth": parse_auth,
     "subscribe": _parse_subscribe,
@@ -367,6 +390,7 @@ PARSERS = {
     "ping": _parse_ping,
     "rpc": _parse_rpc,
     "refresh": _parse_refresh,
+    "time": _parse_time,
 }
 
 
@@ -428,14 +452,19 @@ def error_frame(code: str, request_id: RequestId = None, detail: str = "") -> st
     return encode(frame)
 
 
-def message_frame(channel: str, event: str, data: Any, user: dict | None = None) -> str:
+def message_frame(
+    channel: str, event: str, data: Any, user: dict | None = None, time: float | None = None
+) -> str:
     """The frame every subscriber receives for one publication, encoded once.
 
-    ``user`` is who published, when a logged-in user did (set by the server).
+    ``user`` is who published, when a logged-in user did (set by the server); ``time``
+    is when the server accepted the publication (Unix seconds, to the microsecond).
     """
     message: dict[str, Any] = {"channel": channel, "event": event, "data": data}
     if user is not None:
         message["user"] = user
+    if time is not None:
+        message["time"] = round(time, 6)
     return encode({"message": message})
 
 

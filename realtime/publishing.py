@@ -17,6 +17,7 @@ only job is delivery, refuses instead.
 
 from __future__ import annotations
 
+import time
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,7 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from django.db import transaction
 
-from . import protocol, registry, stats
+from . import cloudevents, protocol, registry, stats
 from .broker import get_broker, serving
 from .conf import settings
 from .errors import InvalidChannel, InvalidData, MessageTooLarge
@@ -71,17 +72,45 @@ def validate_event(event: object) -> str:
     return event
 
 
+def encode_publication(
+    channel: str,
+    event: str,
+    data: Any,
+    user: dict | None,
+    info: registry.ChannelInfo,
+    incoming: cloudevents.Incoming | None = None,
+) -> str:
+    """The publication's frame, stamped with the time it was accepted: a CloudEvent on a
+    channel with the CloudEvents option (``realtime.cloudevents``), the native object otherwise."""
+    now = time.time()
+    if info.cloudevents:
+        source = info.cloudevents_source or cloudevents.default_source(settings.SSE_PATH, channel)
+        return cloudevents.event_frame(
+            channel, event, data, source=source, time=now, user=user, incoming=incoming
+        )
+    if incoming is not None:
+        raise InvalidData(f"{channel!r} does not take CloudEvents (its CloudEvents option is off)")
+    return protocol.message_frame(channel, event, data, user, now)
+
+
 async def send_publication(
-    channel: str, event: str, data: Any, user: dict | None = None, *, info: registry.ChannelInfo
+    channel: str,
+    event: str,
+    data: Any,
+    user: dict | None = None,
+    *,
+    info: registry.ChannelInfo,
+    incoming: cloudevents.Incoming | None = None,
 ) -> Publication:
     """Encode and send a publication whose channel and access were already checked.
 
     ``user`` names who published (``Principal.user``); subscribers see it as is.
     ``info`` is the channel row ``channel`` resolved to (pattern subscribers are
-    checked against it where they receive).
+    checked against it where they receive). ``incoming`` is a CloudEvent a publisher
+    sent, whose attributes are kept.
     """
     try:
-        frame = protocol.message_frame(channel, event, data, user)
+        frame = encode_publication(channel, event, data, user, info, incoming)
     except (TypeError, ValueError) as error:
         raise InvalidData(f"data is not JSON-serialisable: {error}") from None
     try:

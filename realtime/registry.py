@@ -40,6 +40,9 @@ class ChannelInfo:
     join_leave: bool = False
     personal: bool = False
     webhook_publications: bool = False
+    bubble: bool = False
+    cloudevents: bool = False
+    cloudevents_source: str = ""
 
     @property
     def has_history(self) -> bool:

@@ -14,6 +14,8 @@ urlpatterns = [
     path("metrics", metrics.metrics_view, name="metrics"),
     path("token", views.token_view, name="token"),
     path("log/<path:channel>", views.log_view, name="log"),
+    # Served by realtime.routing.http_urlpatterns in the ASGI router; this only explains.
+    path("sse", views.sse_not_routed, name="sse"),
     # Bayeux long-polling and callback-polling; CometD appends /handshake, /connect...
     re_path(r"^bayeux(?:/(?P<suffix>[^/]*))?$", bayeux_view, name="bayeux"),
 ]

@@ -12,15 +12,16 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+from types import SimpleNamespace
 from urllib.parse import urlencode
 
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse, JsonResponse
-from django.utils.http import http_date
+from django.utils.http import http_date, parse_etags, parse_http_date_safe
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_http_methods
 
-from . import actions, keys, protocol, stats, tokens
+from . import actions, cloudevents, keys, protocol, stats, tokens
 from .addresses import client_address
 from .auth import Principal
 from .broker import get_broker
@@ -35,6 +36,7 @@ from .errors import (
     RealtimeError,
 )
 from .names import validate_channel_name
+from .positions import Position
 
 logger = logging.getLogger("realtime")
 
@@ -92,15 +94,20 @@ def request_address(request) -> str | None:
 
 
 async def publisher(authorization: str | None, address: str | None) -> Principal:
-    """Who may publish with this ``Authorization`` header: a read-write key.
+    """Who may publish with this ``Authorization`` header: a read-write key, or a
+    read-write signed token (the JS client's SSE fallback publishes this way).
 
     Raises InvalidCredentials, TooManyAuthFailures or AccessDenied. Needs no body, so
     ``realtime.guard`` runs it before the body is read.
     """
     secret = _bearer(authorization)
-    if len(secret) > protocol.MAX_SECRET_LENGTH or not protocol.is_encodable(secret):
+    if len(secret) > protocol.MAX_TOKEN_LENGTH or not protocol.is_encodable(secret):
         raise InvalidCredentials("unknown, revoked or expired key")
-    principal = await actions.authenticate(protocol.Auth(None, secret=secret), address)
+    if secret.startswith(keys.SECRET_PREFIX):
+        credentials = protocol.Auth(None, secret=secret)
+    else:
+        credentials = protocol.Auth(None, token=secret)
+    principal = await actions.authenticate(credentials, address)
     if not principal.can_write:
         raise AccessDenied("read-only access cannot publish")
     return principal
@@ -121,18 +128,53 @@ async def _publish(request) -> JsonResponse:
         too_large = True
     if too_large:
         raise MessageTooLarge(f"bodies are limited to {limit} bytes")
-    try:
-        body = protocol.decode(request.body)
-    except protocol.NestingTooDeep as error:
-        raise InvalidData(str(error)) from None
-    except ValueError:
-        raise InvalidData("body is not valid JSON") from None
-    command = protocol.PARSERS["publish"](None, body)
-    publication = await actions.publish(principal, command.channel, command.event, command.data)
+    incoming = _cloudevent(request)
+    if incoming is not None:
+        channel = _cloudevent_channel(request, incoming)
+        publication = await actions.publish(
+            principal, channel, incoming.type, incoming.data, incoming=incoming
+        )
+    else:
+        try:
+            body = protocol.decode(request.body)
+        except protocol.NestingTooDeep as error:
+            raise InvalidData(str(error)) from None
+        except ValueError:
+            raise InvalidData("body is not valid JSON") from None
+        command = protocol.PARSERS["publish"](None, body)
+        publication = await actions.publish(principal, command.channel, command.event, command.data)
     reply = {"ok": True}
     if publication.offset is not None:
         reply.update(offset=publication.offset, epoch=publication.epoch)
     return JsonResponse(reply, json_dumps_params={"separators": (",", ":")})
+
+
+def _cloudevent(request) -> cloudevents.Incoming | None:
+    """The CloudEvent a request carries, in structured or binary mode, or None for a
+    plain publish body (``{"channel", "event", "data"}``)."""
+    content_type = request.headers.get("Content-Type", "")
+    kind = content_type.split(";", 1)[0].strip().lower()
+    if kind == cloudevents.BATCH:
+        raise InvalidData("CloudEvents batches are not accepted: send one event per request")
+    if kind == cloudevents.STRUCTURED:
+        return cloudevents.parse_structured(request.body)
+    headers = {
+        name[3:].lower(): value for name, value in request.headers.items() if name.lower().startswith("ce-")
+    }
+    if "specversion" not in headers:
+        return None
+    return cloudevents.parse_binary(headers, content_type or None, request.body)
+
+
+def _cloudevent_channel(request, incoming: cloudevents.Incoming) -> str:
+    """Where a CloudEvent goes: its ``channel`` extension attribute, or ``?channel=``."""
+    query = request.GET.get("channel")
+    if incoming.channel is not None and query is not None and incoming.channel != query:
+        raise InvalidData("the channel attribute and ?channel= name different channels")
+    channel = incoming.channel if incoming.channel is not None else query
+    if channel is None:
+        raise InvalidData("name the channel: the channel extension attribute, or ?channel=")
+    return channel
 
 
 @csrf_exempt
@@ -190,35 +232,92 @@ async def _log(request, channel: str) -> HttpResponse:
     if not info.has_history:
         raise HistoryDisabled(f"{name!r} keeps no history")
     page = await get_broker().history.read(name, info, since, limit, epoch)
-    # The page changes only with the stream's epoch, the offsets it spans, and whether
-    # it reaches back to `since`; the time of its last publication is its age.
     position = page.position
-    version = f"{position.epoch}:{position.offset}:{page.offsets[:1]}:{page.offsets[-1:]}:{page.complete}"
+    # A page at fixed offsets never changes once full, within the epoch the URL names;
+    # the page still filling (or one whose URL names no epoch) changes with each
+    # publication (or after an epoch change) and is revalidated.
+    immutable = (
+        epoch == position.epoch
+        and page.complete
+        and len(page.offsets) == limit
+        and page.offsets[0] == since + 1
+        and settings.LOG_MAX_AGE > 0
+    )
+    # The page changes only with the stream's epoch, the offsets it spans, and whether
+    # it reaches back to `since` (its last offset, once full); its newest publication's
+    # time is its age.
+    head = "full" if immutable else f"{position.offset}:{page.complete}"
+    version = f"{position.epoch}:{since}:{limit}:{page.offsets[:1]}:{page.offsets[-1:]}:{head}"
     etag = '"' + hashlib.sha256(version.encode()).hexdigest()[:32] + '"'
-    if etag in [tag.strip() for tag in request.headers.get("If-None-Match", "").split(",")]:
-        response = HttpResponse(status=304)
+    if immutable:
+        # Nothing in it may depend on where the stream stands now: it says where the page
+        # ends, and always where the next one starts.
+        last = page.offsets[-1]
+        page = SimpleNamespace(frames=page.frames, position=Position(last, position.epoch), complete=True,
+                               next=last, last_time=page.last_time)  # fmt: skip
+    if _not_modified(request, etag, page.last_time):
+        response = HttpResponse(status=304, content_type="application/json")
     else:
         body = protocol.history_reply(None, name, page)
         # The same object the WebSocket history reply carries, without "ok".
         response = HttpResponse(body[len('{"ok":true,"history":') : -1], content_type="application/json")
+        if request.method == "HEAD":
+            length = len(response.content)
+            response.content = b""
+            response["Content-Length"] = str(length)
     response["ETag"] = etag
     if page.last_time is not None:
         response["Last-Modified"] = http_date(page.last_time)
     if page.next is not None:
-        query = urlencode({"since": page.next, "limit": limit, **({"epoch": epoch} if epoch else {})})
+        query = urlencode({"since": page.next, "limit": limit, "epoch": position.epoch})
         response["Link"] = f'<{request.path}?{query}>; rel="next"'
-    # Private: what a client may see depends on its credentials. no-cache: revalidate
-    # with the ETag each time (new publications change the answer).
-    response["Cache-Control"] = "private, no-cache"
-    response["Vary"] = "Authorization"
+    # Public where anonymous clients may read: the same for everybody, so shared caches
+    # (a CDN) may keep it. Private otherwise: what a client sees depends on its credentials.
+    scope = "public" if info.anonymous_read else "private"
+    if immutable:
+        max_age = settings.LOG_MAX_AGE
+        if info.history_ttl:
+            max_age = min(max_age, info.history_ttl)  # caches keep it no longer than the channel
+        response["Cache-Control"] = f"{scope}, max-age={max_age}, immutable"
+    elif info.anonymous_read:
+        # Kept by shared caches, and revalidated with the ETag on every request.
+        response["Cache-Control"] = "public, max-age=0, must-revalidate"
+    else:
+        response["Cache-Control"] = "private, no-cache"
+    if not info.anonymous_read:
+        response["Vary"] = "Authorization"
     return response
 
 
-@require_GET
+def _not_modified(request, etag: str, last_time: float | None) -> bool:
+    """RFC 9110 section 13.2.2: If-None-Match (weak comparison, ``*`` included) decides
+    when present; If-Modified-Since only without it."""
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match is not None:
+        tags = parse_etags(if_none_match)
+        return tags == ["*"] or any(tag.removeprefix("W/") == etag for tag in tags)
+    if_modified_since = request.headers.get("If-Modified-Since")
+    if if_modified_since is None or last_time is None:
+        return False
+    since = parse_http_date_safe(if_modified_since)
+    return since is not None and int(last_time) <= since
+
+
+@require_http_methods(["GET", "HEAD"])
 @error_boundary
 async def log_view(request, channel: str) -> HttpResponse:
     """A channel's stored publications: ``?since=N&limit=L[&epoch=E]``."""
     return await _log(request, channel)
+
+
+def sse_not_routed(request) -> HttpResponse:
+    """Django was asked for the event stream: the ASGI router does not mount it."""
+    return error_response(
+        ErrorCode.UNAVAILABLE,
+        501,
+        "the event stream is an ASGI app: add realtime.routing.http_urlpatterns to the http "
+        "branch of your ProtocolTypeRouter (docs/protocol.md, Server-sent events)",
+    )
 
 
 @require_GET

@@ -81,7 +81,7 @@ def test_channel_change_form_shows_the_channel_and_its_options(admin_client, new
     content = response.content.decode()
     assert 'value="news"' in content and news.description in content
     headings = re.findall(r'<h2 [^>]*class="fieldset-heading">([^<]*)</h2>', content)
-    assert headings == ["History", "Presence", "Programmable", "Dates"]
+    assert headings == ["History", "Presence", "Programmable", "Tree and envelope", "Dates"]
     assert "Kept publications let clients recover what they missed" in content
 
 

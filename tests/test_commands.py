@@ -13,6 +13,7 @@ from realtime import keys
 from realtime.auth import authenticate_secret
 from realtime.errors import InvalidCredentials
 from realtime.models import AccessKey, Channel
+from tests.matchers import SERVER_TIME
 
 
 def run(command_line, *more_args):
@@ -368,8 +369,14 @@ def test_publish_through_a_multi_process_layer_hands_the_publication_to_it(multi
     Channel.objects.create(name="rooms", include_subchannels=True)
     out, err = run("realtime_publish rooms/42 typing", '{"user": "ann", "n": [1, 2]}')
     assert (out, err) == ("published\n", "")
-    assert frames_sent(multi_process) == {
-        '{"message":{"channel":"rooms/42","event":"typing","data":{"user":"ann","n":[1,2]}}}'
+    (frame,) = frames_sent(multi_process)
+    assert json.loads(frame) == {
+        "message": {
+            "channel": "rooms/42",
+            "event": "typing",
+            "data": {"user": "ann", "n": [1, 2]},
+            "time": SERVER_TIME,
+        }
     }
 
 

@@ -13,6 +13,7 @@ from django.utils import timezone
 import realtime
 from realtime import tokens
 from realtime.permissions import Policy
+from tests.matchers import SERVER_TIME
 
 pytestmark = pytest.mark.asyncio
 
@@ -34,7 +35,12 @@ async def test_subscriber_receives_each_publication_as_one_message_frame(communi
     assert await writer.publish(news.name, "headline", {"text": "hi", "n": [1, 2]}) == {"ok": True, "id": 2}
 
     assert await reader.next_message() == {
-        "message": {"channel": news.name, "event": "headline", "data": {"text": "hi", "n": [1, 2]}}
+        "message": {
+            "channel": news.name,
+            "event": "headline",
+            "data": {"text": "hi", "n": [1, 2]},
+            "time": SERVER_TIME,
+        }
     }
 
 
@@ -62,7 +68,9 @@ async def test_publisher_subscribed_to_its_channel_receives_its_own_message(comm
     await client.auth(await amake_key())
     await client.subscribe(news.name)
     assert (await client.publish(news.name, "echo", None))["ok"] is True
-    assert await client.next_message() == {"message": {"channel": news.name, "event": "echo", "data": None}}
+    assert await client.next_message() == {
+        "message": {"channel": news.name, "event": "echo", "data": None, "time": SERVER_TIME}
+    }
 
 
 async def test_reply_echoes_string_and_integer_ids(communicator, amake_key, news):
@@ -221,8 +229,11 @@ async def test_a_token_users_publications_name_them_and_anonymous_ones_name_nobo
         "event": "e",
         "data": {"user": {"id": 0, "name": "forged"}},
         "user": {"id": alice.pk, "name": alice.username},
+        "time": SERVER_TIME,
     }
-    assert await reader.next_message() == {"message": {"channel": news.name, "event": "e", "data": 2}}
+    assert await reader.next_message() == {
+        "message": {"channel": news.name, "event": "e", "data": 2, "time": SERVER_TIME}
+    }
 
 
 # Access ---------------------------------------------------------------------------------

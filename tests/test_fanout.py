@@ -24,6 +24,10 @@ class Connection:
         self.principal = None
         self.subscriptions: set[str] = set()
         self.client_id = f"client-{number}"
+        self.protocol_name = "native"
+        # The policy's cached decisions (hub.Subscriber): none yet.
+        self.readable: dict[str, bool] = {}
+        self.writable: dict[str, str | None] = {}
         self.sent: list[str] = []
         self.outbox = Outbox(self._send, limit=10, on_overflow=lambda: None)
 

@@ -119,7 +119,16 @@ def test_lower_layers_do_not_depend_on_higher_ones(lower, higher):
     assert higher not in reachable
 
 
-@pytest.mark.parametrize("name", ["realtime.protocol", "realtime.bayeux.protocol", "realtime.positions"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "realtime.protocol",
+        "realtime.bayeux.protocol",
+        "realtime.positions",
+        "realtime.sse.protocol",
+        "realtime.cloudevents",
+    ],
+)
 def test_wire_formats_import_no_django_channels_or_asyncio(name):
     tree = ast.parse(MODULES[name].read_text())
     imported = set()

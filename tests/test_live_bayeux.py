@@ -13,6 +13,7 @@ import pytest
 
 from realtime.models import AccessKey
 from tests.bayeux.wire import LongPolling, WebSocket, bayeux_url, post, request
+from tests.matchers import SERVER_TIME
 
 pytestmark = [pytest.mark.live]
 
@@ -139,7 +140,7 @@ def test_a_held_connect_returns_as_soon_as_a_publication_arrives_with_it(server,
     assert delivery == {
         "channel": f"/{room.name}",
         "data": {"text": "hi"},
-        "ext": {"realtime": {"event": "message"}},
+        "ext": {"realtime": {"event": "message", "time": SERVER_TIME}},
     }
     assert connect_reply["channel"] == "/meta/connect" and connect_reply["successful"] is True
 
@@ -256,7 +257,7 @@ def test_deliveries_carry_no_publisher_id_or_client_id(server, sockets, make_key
     assert client.next_delivery() == {
         "channel": f"/{room.name}",
         "data": [1, 2],
-        "ext": {"realtime": {"event": "numbers"}},
+        "ext": {"realtime": {"event": "numbers", "time": SERVER_TIME}},
     }
 
 
@@ -275,7 +276,7 @@ def test_native_and_bayeux_clients_talk_to_each_other_across_two_processes(
         "successful"
     ]
     assert native.next_message() == {
-        "message": {"channel": room.name, "event": "chat", "data": {"from": "bayeux"}}
+        "message": {"channel": room.name, "event": "chat", "data": {"from": "bayeux"}, "time": SERVER_TIME}
     }
     assert bayeux.next_delivery()["data"] == {"from": "bayeux"}  # its own, as it is subscribed
 
@@ -283,7 +284,7 @@ def test_native_and_bayeux_clients_talk_to_each_other_across_two_processes(
     assert bayeux.next_delivery() == {
         "channel": f"/{room.name}",
         "data": {"from": "native"},
-        "ext": {"realtime": {"event": "news"}},
+        "ext": {"realtime": {"event": "news", "time": SERVER_TIME}},
     }
 
 
@@ -303,7 +304,7 @@ def test_a_token_opens_a_session_and_its_user_is_attached_to_what_it_publishes(
     # The client cannot forge who it is: the server sets the user.
     bayeux.publish(f"/{room.name}", "hello", ext={"realtime": {"event": "chat", "user": {"id": 0}}})
     me = {"id": user.pk, "name": user.get_username()}
-    assert bayeux.next_delivery()["ext"]["realtime"] == {"event": "chat", "user": me}
+    assert bayeux.next_delivery()["ext"]["realtime"] == {"event": "chat", "user": me, "time": SERVER_TIME}
     assert native.next_message()["message"]["user"] == me
     expired, _ = tokens.issue_token(user, ttl=-1)
     refused = WebSocket(server)

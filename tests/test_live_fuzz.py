@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from realtime.errors import ErrorCode
+from tests.matchers import SERVER_TIME
 
 pytestmark = [pytest.mark.live]
 
@@ -168,6 +169,7 @@ def test_an_authenticated_client_throwing_generated_frames_at_its_channel_gets_d
         "channel": name,
         "event": "after",
         "data": {"still": "works"},
+        "time": SERVER_TIME,
         "offset": ANY,
         "epoch": ANY,
     }

@@ -11,6 +11,7 @@ import urllib.request
 import pytest
 
 from realtime.testing import RealtimeClient
+from tests.matchers import SERVER_TIME
 from tests.services import ROOT, free_port, stop, wait_for_port
 
 pytestmark = [pytest.mark.live]
@@ -91,5 +92,10 @@ def test_make_run_serves_the_client_the_pages_and_the_websocket(runserver):
         assert client.subscribe("news")["ok"] is True
         assert client.publish("news", "headline", {"title": "make run works"})["ok"] is True
         assert client.next_message() == {
-            "message": {"channel": "news", "event": "headline", "data": {"title": "make run works"}}
+            "message": {
+                "channel": "news",
+                "event": "headline",
+                "data": {"title": "make run works"},
+                "time": SERVER_TIME,
+            }
         }

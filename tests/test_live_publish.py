@@ -13,6 +13,7 @@ from asgiref.sync import async_to_sync
 
 import realtime
 from realtime.errors import InvalidChannel, InvalidChannelName, InvalidData, MessageTooLarge
+from tests.matchers import SERVER_TIME
 from tests.services import ROOT
 
 pytestmark = [pytest.mark.live, pytest.mark.usefixtures("redis_layer")]
@@ -37,7 +38,9 @@ def test_publish_from_a_process_without_a_server_reaches_every_server_process(re
     publication = realtime.publish(news.name, "tick", {"n": 1})
     assert (publication.channel, publication.event, publication.data) == (news.name, "tick", {"n": 1})
     for reader in readers:
-        assert reader.next_message() == {"message": {"channel": news.name, "event": "tick", "data": {"n": 1}}}
+        assert reader.next_message() == {
+            "message": {"channel": news.name, "event": "tick", "data": {"n": 1}, "time": SERVER_TIME}
+        }
 
 
 def test_apublish_is_the_same_for_async_code(readers, news):
@@ -81,6 +84,7 @@ def test_management_command_publishes_from_its_own_process(readers, news, redis_
             "channel": news.name,
             "event": "cmd",
             "data": {"from": "command"},
+            "time": SERVER_TIME,
         }
 
 

@@ -22,7 +22,10 @@ from realtime.protocol import (
     Ping,
     Presence,
     Publish,
+    Refresh,
+    Rpc,
     Subscribe,
+    Time,
     Unsubscribe,
     encode,
     error_frame,
@@ -34,7 +37,22 @@ from realtime.protocol import (
 )
 
 MAX_SIZE = 64 * 1024
-COMMAND_TYPES = (Auth, Subscribe, Unsubscribe, Publish, History, Presence, Logout, Disconnect, Ping)
+COMMAND_TYPES = (
+    Auth,
+    Subscribe,
+    Unsubscribe,
+    Publish,
+    History,
+    Presence,
+    Logout,
+    Disconnect,
+    Ping,
+    Rpc,
+    Refresh,
+    Refresh,
+    Rpc,
+    Time,
+)
 COMMAND_KEYS = sorted(PARSERS)
 
 
@@ -561,6 +579,7 @@ valid_bodies = {
     "refresh": st.fixed_dictionaries(
         {"token": bounded_text(MAX_TOKEN_LENGTH)}, optional={"access": st.sampled_from(ACCESS_LEVELS)}
     ),
+    "time": flags,
 }
 assert set(valid_bodies) == set(COMMAND_KEYS)
 request_ids = (

@@ -261,10 +261,10 @@ def delivery(frame: str) -> tuple[str, str] | None:
     result = None
     if frame.startswith('{"message":'):
         native = json.loads(frame)["message"]
-        extra = {key: native[key] for key in ("event", "user", "offset", "epoch") if key in native}
-        message = encode(
-            {"channel": "/" + native["channel"], "data": native["data"], "ext": {"realtime": extra}}
-        )
+        extra = {key: native[key] for key in ("event", "user", "time", "offset", "epoch") if key in native}
+        # On a CloudEvents channel the message object is the CloudEvent: Bayeux carries it whole.
+        data = native if "specversion" in native else native["data"]
+        message = encode({"channel": "/" + native["channel"], "data": data, "ext": {"realtime": extra}})
         result = (message, f"[{message}]")
     _last = (frame, result)
     return result

@@ -10,6 +10,7 @@ import json
 import pytest
 
 from tests.bayeux.wire import bayeux_url
+from tests.matchers import SERVER_TIME
 
 pytestmark = [pytest.mark.live]
 
@@ -66,6 +67,7 @@ def test_a_client_subscribes_publishes_receives_and_talks_with_a_native_client(
         "channel": f"{rooms}/1",
         "event": "message",
         "data": {"text": "from bayeux"},
+        "time": SERVER_TIME,
     }
     seen = {receive(drv, f"/{rooms}/1")["data"]["text"], receive(drv, f"/{rooms}/*")["data"]["text"]}
     assert seen == {"from bayeux"}
@@ -74,7 +76,7 @@ def test_a_client_subscribes_publishes_receives_and_talks_with_a_native_client(
     native.publish(f"{rooms}/2", "chat", {"text": "to the wildcard"})
     got = receive(drv, f"/{rooms}/*")
     assert (got["message_channel"], got["data"]) == (f"/{rooms}/2", {"text": "to the wildcard"})
-    assert got["ext"] == {"realtime": {"event": "chat"}}
+    assert got["ext"] == {"realtime": {"event": "chat", "time": SERVER_TIME}}
 
     assert drv.request("unsubscribe", channel=f"/{rooms}/*")["ok"] is True
     native.publish(f"{rooms}/2", "chat", "unheard")

@@ -11,6 +11,7 @@ from django.contrib.auth.models import User
 
 from realtime import tokens
 from realtime.models import AccessKey
+from tests.matchers import SERVER_TIME
 from tests.services import AsgiServer
 
 pytestmark = [pytest.mark.live]
@@ -63,7 +64,7 @@ def test_key_auth_subscribe_and_receive_a_publication_made_elsewhere(
     publisher.publish(room.name, "chat", {"text": "hi"})
 
     page.wait_for_function("received.length === 1")
-    expected = {"channel": room.name, "event": "chat", "data": {"text": "hi"}}
+    expected = {"channel": room.name, "event": "chat", "data": {"text": "hi"}, "time": SERVER_TIME}
     assert page.evaluate("received") == [expected]
     assert page.evaluate("log.messages") == [expected]
     assert [next(iter(frame)) for frame in sent_frames(page, 0)] == ["auth", "subscribe"]
@@ -113,7 +114,12 @@ def test_publish_from_the_browser_reaches_a_python_subscriber(
 
     assert reply["ok"] is True and isinstance(reply["id"], int)
     assert subscriber.next_message() == {
-        "message": {"channel": room.name, "event": "chat", "data": {"text": "from the browser"}}
+        "message": {
+            "channel": room.name,
+            "event": "chat",
+            "data": {"text": "from the browser"},
+            "time": SERVER_TIME,
+        }
     }
 
 
@@ -207,7 +213,9 @@ def test_publish_made_while_disconnected_is_queued_and_sent_after_reconnect(
 
     assert page.evaluate("queued")["ok"] is True
     page.wait_for_function("received.length === 1")
-    assert page.evaluate("received") == [{"channel": room.name, "event": "queued", "data": 42}]
+    assert page.evaluate("received") == [
+        {"channel": room.name, "event": "queued", "data": 42, "time": SERVER_TIME}
+    ]
     # After a reconnect: auth, then the renewed subscription, then the queue.
     assert [next(iter(frame)) for frame in sent_frames(page, -1)][:3] == ["auth", "subscribe", "publish"]
 

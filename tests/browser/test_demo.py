@@ -20,6 +20,7 @@ from django.contrib.staticfiles import finders
 from django.core.management import CommandError, call_command
 from playwright.sync_api import expect
 
+from tests.matchers import SERVER_TIME
 from tests.services import ROOT, AsgiServer
 
 pytestmark = [pytest.mark.live]
@@ -296,7 +297,7 @@ def test_admin_creates_a_channel_and_a_key_that_works(
     assert publisher.auth(secret)["ok"]
     assert publisher.publish(name, "alert", {"level": "high"})["ok"]
     assert listener.next_message() == {
-        "message": {"channel": name, "event": "alert", "data": {"level": "high"}}
+        "message": {"channel": name, "event": "alert", "data": {"level": "high"}, "time": SERVER_TIME}
     }
     assert publisher.publish(other.name, "alert", None)["err"] == "access_denied"
 

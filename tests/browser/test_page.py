@@ -6,6 +6,8 @@ from django.contrib.auth.models import AnonymousUser, User
 from django.template import Context, Template
 from django.test import RequestFactory
 
+from tests.matchers import SERVER_TIME
+
 pytestmark = [pytest.mark.live]
 
 
@@ -67,7 +69,9 @@ def test_two_lines_in_a_template_give_the_page_a_connected_client(
     publisher.auth(make_key())
     publisher.publish(room.name, "chat", {"text": "hi"})
     page.wait_for_function("received.length === 1")
-    assert page.evaluate("received") == [{"channel": room.name, "event": "chat", "data": {"text": "hi"}}]
+    assert page.evaluate("received") == [
+        {"channel": room.name, "event": "chat", "data": {"text": "hi"}, "time": SERVER_TIME}
+    ]
 
 
 def test_a_classic_inline_script_uses_window_realtime_once_the_document_is_parsed(

@@ -39,6 +39,8 @@ def traits(channel: Channel) -> str:
         "anonymous read" if channel.anonymous_read else None,
         f"history {history_summary(channel)}" if channel.history_size else None,
         ("presence with join/leave" if channel.join_leave else "presence") if channel.presence else None,
+        "bubbling" if channel.bubble else None,
+        "CloudEvents" if channel.cloudevents else None,
     ]
     return ", ".join(trait for trait in found if trait)
 
@@ -93,6 +95,20 @@ class Command(BaseCommand):
             action="store_true",
             help="Tell subscribers when a member joins or leaves (needs --presence).",
         )
+        create.add_argument(
+            "--bubble",
+            action="store_true",
+            help="Subscribers also receive the publications on every channel below this one.",
+        )
+        create.add_argument(
+            "--cloudevents", action="store_true", help="Deliver publications as CloudEvents 1.0."
+        )
+        create.add_argument(
+            "--cloudevents-source",
+            default="",
+            metavar="URI",
+            help="The CloudEvents source attribute (default: the channel's SSE URL).",
+        )
 
         sub.add_parser("list", help="List channels.")
         activate = sub.add_parser("activate", help="Accept subscriptions and publications again.")
@@ -123,6 +139,9 @@ class Command(BaseCommand):
         history_durable,
         presence,
         join_leave,
+        bubble,
+        cloudevents,
+        cloudevents_source,
         **options,
     ) -> None:
         try:
@@ -145,6 +164,9 @@ class Command(BaseCommand):
             history_durable=history_durable,
             presence=presence,
             join_leave=join_leave,
+            bubble=bubble,
+            cloudevents=cloudevents,
+            cloudevents_source=cloudevents_source,
             **fields,
         )
         try:

@@ -80,6 +80,11 @@ export interface Message<T = Json> {
   event: string;
   data: T;
   user?: PublicationUser;
+  /**
+   * When the server accepted the publication: Unix seconds (a float). On a channel with
+   * the CloudEvents option the message is a CloudEvent and `time` its RFC 3339 timestamp.
+   */
+  time?: number | string;
   /** On channels with history: the publication's place in the channel's stream. */
   offset?: number;
   epoch?: string;
@@ -201,6 +206,20 @@ export interface ClientOptions {
   requestTimeout?: number;
   /** Milliseconds for the socket to open before the attempt is abandoned. Default 10000. */
   connectTimeout?: number;
+  /**
+   * `"sse"`: when no WebSocket could be opened (`fallbackAfter` attempts in a row, default 1),
+   * receive over server-sent events and publish over HTTP instead, for the rest of the
+   * client's life. Tokens only (a secret cannot go in a URL); `history`, `presence` and
+   * `time` then reject with "unavailable". The client emits `realtime:transport`.
+   */
+  fallback?: "sse";
+  fallbackAfter?: number;
+  /** Default: beside the WebSocket URL, `/realtime/sse`. */
+  sseUrl?: string;
+  /** Default: beside the WebSocket URL, `/realtime/api/publish`. */
+  publishUrl?: string;
+  /** Default `globalThis.EventSource`. */
+  EventSource?: new (url: string) => EventSource;
 }
 
 export declare class RealtimeError extends Error {
@@ -225,6 +244,8 @@ export declare class Subscription<T = Json> {
   readonly ready: Promise<Subscription<T>>;
   /** False once unsubscribed, by you or by the server. */
   readonly active: boolean;
+  /** True once the server said the channel bubbles: publications on channels below it arrive here too. */
+  readonly bubble: boolean;
   onMessage: ((message: Message<T>, subscription: Subscription<T>) => void) | null;
   onUnsubscribed: ((info: UnsubscribedInfo, subscription: Subscription<T>) => void) | null;
   /** Stop reading. The server is told once no other subscription reads this channel. */
@@ -248,6 +269,8 @@ export interface RealtimeEventMap {
   "realtime:error": CustomEvent<{ error: RealtimeError }>;
   /** The live connection's token was renewed with `refresh`; `expires` is when the new one ends. */
   "realtime:refresh": CustomEvent<{ expires: number | null }>;
+  /** No WebSocket could be opened and the client fell back to server-sent events. */
+  "realtime:transport": CustomEvent<{ transport: "sse"; code: number; reason: string }>;
 }
 
 export declare class RealtimeClient extends EventTarget {
@@ -294,6 +317,10 @@ export declare class RealtimeClient extends EventTarget {
    * `invalid_data`, `rejected`, `handler_timeout`, `internal_error`, or the method's own code).
    */
   rpc<R = Json>(method: string, data?: unknown): Promise<R>;
+  /** "websocket", or "sse" once the client fell back to server-sent events. */
+  readonly transport: "websocket" | "sse";
+  /** The server's clock, in Unix seconds (a float). */
+  time(): Promise<number>;
   /** The last position seen on a channel with history, if any. */
   position(channel: string): Position | undefined;
   /** Keep these credentials (used again after every reconnect) and authenticate with them. */

@@ -63,6 +63,8 @@
  *                     {"missed": {...}}, {"join": {...}}, {"leave": {...}} or {"subscribed": {...}}
  *                     (the server API subscribed this connection; its publications arrive as
  *                     realtime:message events, and it is not renewed after a reconnect)
+ *   realtime:transport detail {transport: "sse", code, reason}: no WebSocket could be opened, and
+ *                     the client fell back to server-sent events (option `fallback: "sse"`)
  *   realtime:error    detail {error}: errors no promise can carry (a failed re-authentication
  *                     or re-subscription after a reconnect, a failed token refresh, an error
  *                     reply without an id)
@@ -166,6 +168,20 @@ function report(error) {
   else console.error(error);
 }
 
+/** The URL beside the WebSocket's: `/realtime/ws` -> `/realtime/sse` or `/realtime/api/publish`. */
+function siblingUrl(wsUrl, path) {
+  const parsed = new URL(wsUrl);
+  parsed.protocol = parsed.protocol === "wss:" ? "https:" : "http:";
+  parsed.pathname = parsed.pathname.endsWith("/ws") ? parsed.pathname.slice(0, -3) + path : `/realtime${path}`;
+  parsed.search = "";
+  return parsed.href;
+}
+
+function absoluteUrl(url) {
+  const base = globalThis.location?.href;
+  return base ? new URL(url, base).href : new URL(url).href;
+}
+
 function toWebSocketUrl(url) {
   const base = globalThis.location?.href;
   const parsed = base ? new URL(url, base) : new URL(url);
@@ -202,6 +218,8 @@ export class Subscription {
     this.onUnsubscribed = options.onUnsubscribed ?? null;
     /** False once unsubscribed, by you or by the server. */
     this.active = true;
+    /** True once the server said the channel bubbles: publications below it arrive here too. */
+    this.bubble = false;
     this._client = client;
     this._settled = false;
     const ready = deferred();
@@ -260,6 +278,14 @@ export class RealtimeClient extends EventTarget {
     this.options = {...DEFAULTS, ...options, reconnect};
     this._WebSocket = options.WebSocket ?? globalThis.WebSocket;
     this._fetch = options.fetch ?? (globalThis.fetch ? (...args) => globalThis.fetch(...args) : null);
+    this._EventSource = options.EventSource ?? globalThis.EventSource;
+    this._sseUrl = options.sseUrl ? absoluteUrl(options.sseUrl) : siblingUrl(this.url, "/sse");
+    this._publishUrl = options.publishUrl ? absoluteUrl(options.publishUrl) : siblingUrl(this.url, "/api/publish");
+    this._sse = null; // the EventSource, on the SSE fallback
+    this._onSse = false; // fell back to SSE: for the rest of this client's life (until close())
+    this._wsOpened = false; // a WebSocket of this client ever opened
+    this._wsFailures = 0;
+    this._sseTimer = null;
     if (typeof this._WebSocket !== "function") {
       throw new TypeError("realtime: no WebSocket implementation; pass options.WebSocket");
     }
@@ -299,6 +325,11 @@ export class RealtimeClient extends EventTarget {
     return this._state;
   }
 
+  /** "websocket", or "sse" once the client fell back to server-sent events (`fallback: "sse"`). */
+  get transport() {
+    return this._onSse ? "sse" : "websocket";
+  }
+
   /** Open the connection. Resolves once connected and, with credentials, authenticated. */
   connect() {
     if (this._ready) return Promise.resolve();
@@ -318,6 +349,7 @@ export class RealtimeClient extends EventTarget {
   /** Say goodbye to the server, stop reconnecting, reject everything pending with "closed". */
   close() {
     if (this._state === STATES.CLOSED) return;
+    this._closeSse();
     const ws = this._ws;
     if (ws) {
       this._detach(ws);
@@ -375,6 +407,11 @@ export class RealtimeClient extends EventTarget {
     return this._request("presence", {channel}).then((reply) => reply.presence.members);
   }
 
+  /** The server's clock: resolves with Unix seconds (a float). */
+  time() {
+    return this._request("time", true).then((reply) => reply.time);
+  }
+
   /** The last {offset, epoch} seen on `channel` (a channel with history), or undefined. */
   position(channel) {
     const known = this._positions.get(channel);
@@ -393,6 +430,10 @@ export class RealtimeClient extends EventTarget {
       return Promise.reject(new TypeError("realtime: auth() needs {token}, {secret} or a tokenUrl"));
     }
     this._credentials = normalised;
+    if (this._onSse) {
+      this._sseChanged(); // the stream opens again with the new token
+      return Promise.resolve({ok: true});
+    }
     if (this._ready) return this._authenticate(this._ws, normalised);
     const waiter = deferred();
     this._authWaiters.push(waiter);
@@ -406,6 +447,10 @@ export class RealtimeClient extends EventTarget {
     this.authenticated = false;
     this._clearTimer("refresh");
     this._endSubscriptions(this._subscriptions.slice(), "logout");
+    if (this._onSse) {
+      this._sseChanged();
+      return Promise.resolve({ok: true});
+    }
     if (!this._ready) return Promise.resolve(null); // the next connection starts anonymous
     return this._request("logout", true);
   }
@@ -418,6 +463,10 @@ export class RealtimeClient extends EventTarget {
   // Connection ----------------------------------------------------------------------
 
   _open() {
+    if (this._onSse) {
+      this._openSse();
+      return;
+    }
     this._setState(STATES.CONNECTING);
     let ws;
     try {
@@ -427,7 +476,10 @@ export class RealtimeClient extends EventTarget {
       return;
     }
     this._ws = ws;
-    ws.onopen = () => this._onOpen(ws);
+    ws.onopen = () => {
+      this._wsOpened = true;
+      this._onOpen(ws);
+    };
     ws.onmessage = (event) => this._onFrame(ws, event.data);
     ws.onclose = (event) => ws === this._ws && this._lost(event.code, event.reason);
     ws.onerror = () => {}; // a close event follows
@@ -612,6 +664,12 @@ export class RealtimeClient extends EventTarget {
     this._clearTimer("connect");
     this._clearTimer("heartbeat");
     this._clearTimer("refresh");
+    if (this._shouldFallBack()) {
+      this._onSse = true;
+      this._emit("realtime:transport", {transport: "sse", code, reason});
+      this._openSse();
+      return;
+    }
     if (FINAL_CLOSE_CODES.has(code) || this.options.reconnect === false) {
       this._shutdown(code, reason);
       return;
@@ -642,6 +700,7 @@ export class RealtimeClient extends EventTarget {
   _shutdown(code, reason) {
     this._generation += 1;
     this._dormant = false;
+    this._closeSse();
     this._ws = null;
     this._ready = false;
     this.authenticated = false;
@@ -718,7 +777,7 @@ export class RealtimeClient extends EventTarget {
     } catch (error) {
       return Promise.reject(error); // data that is not JSON (a BigInt, a cycle)
     }
-    if (this._ready) this._transmit(request);
+    if (this._ready) this._onSse ? this._transmitHttp(request) : this._transmit(request);
     else {
       this._queue.push(request);
       this._wake();
@@ -815,7 +874,9 @@ export class RealtimeClient extends EventTarget {
     }
     this._emit("realtime:message", message);
     for (const subscription of this._subscriptions) {
-      if (!subscription.onMessage || !channelMatches(subscription.channel, message.channel)) continue;
+      if (!subscription.onMessage) continue;
+      const below = subscription.bubble && message.channel.startsWith(`${subscription.channel}/`);
+      if (!below && !channelMatches(subscription.channel, message.channel)) continue;
       try {
         subscription.onMessage(message, subscription);
       } catch (error) {
@@ -871,6 +932,10 @@ export class RealtimeClient extends EventTarget {
 
   /** Subscribe on the server for `subscriptions` (all on `channel`), recovering if it can. */
   _renew(channel, subscriptions) {
+    if (this._onSse) {
+      this._sseChanged();
+      return;
+    }
     const body = {channel};
     const since = this.options.recover === false ? undefined : this._positions.get(channel);
     if (since) body.since = {offset: since.offset, epoch: since.epoch};
@@ -885,7 +950,10 @@ export class RealtimeClient extends EventTarget {
         if (since && reply.recovered === false) {
           this._emit("realtime:notice", {missed: {channel, reason: "not_recovered"}});
         }
-        for (const subscription of subscriptions) subscription._confirm();
+        for (const subscription of subscriptions) {
+          subscription.bubble = reply.bubble === true;
+          subscription._confirm();
+        }
       },
       (error) => {
         // A dropped connection renews every live subscription on the next one.
@@ -908,6 +976,10 @@ export class RealtimeClient extends EventTarget {
     this._remove([subscription]);
     subscription._fail(new RealtimeError(CLIENT_ERROR_CODES.CLOSED, "unsubscribed before it was ready"));
     const channel = subscription.channel;
+    if (this._onSse) {
+      this._sseChanged();
+      return Promise.resolve();
+    }
     if (!this._ready || this._subscriptions.some((other) => other.channel === channel)) {
       return Promise.resolve();
     }
@@ -930,6 +1002,146 @@ export class RealtimeClient extends EventTarget {
     for (const subscription of subscriptions) {
       subscription._fail(new RealtimeError(CLIENT_ERROR_CODES.CLOSED, `unsubscribed: ${reason}`));
       this._callUnsubscribed(subscription, {channel: subscription.channel, reason});
+    }
+  }
+
+  // The SSE fallback: receive over EventSource, publish over HTTP ---------------------
+
+  _shouldFallBack() {
+    if (this.options.fallback !== "sse" || this._onSse || this._wsOpened) return false;
+    if (typeof this._EventSource !== "function") return false;
+    this._wsFailures += 1;
+    return this._wsFailures >= (this.options.fallbackAfter ?? 1);
+  }
+
+  /** Open the stream again soon (the channels or the credentials changed). */
+  _sseChanged() {
+    if (this._sseTimer !== null) return;
+    this._sseTimer = setTimeout(() => {
+      this._sseTimer = null;
+      if (this._onSse && this._state !== STATES.CLOSED && this._timers.reconnect === null) this._openSse();
+    }, 0);
+  }
+
+  _closeSse() {
+    if (this._sse) {
+      this._sse.close();
+      this._sse = null;
+    }
+  }
+
+  async _openSse() {
+    if (!this._ready) this._setState(STATES.CONNECTING);
+    const generation = this._generation;
+    const credentials = this._credentials;
+    let token = null;
+    if (credentials?.secret) {
+      this._emitError(new RealtimeError(CLIENT_ERROR_CODES.TOKEN_UNAVAILABLE, "the SSE fallback takes tokens, not secrets"));
+    } else if (credentials) {
+      try {
+        if (tokenIsStale(credentials)) await this._fetchToken(credentials);
+        token = credentials.token;
+      } catch (error) {
+        this._emitError(error);
+      }
+    }
+    if (generation !== this._generation || !this._onSse) return;
+    this.authenticated = Boolean(token);
+    this._closeSse();
+    const channels = [...new Set(this._subscriptions.map((subscription) => subscription.channel))];
+    if (!channels.length) {
+      this._sseReady(); // nothing to read yet: publishing works all the same
+      return;
+    }
+    const url = new URL(this._sseUrl);
+    for (const channel of channels) url.searchParams.append("channel", channel);
+    if (token) url.searchParams.set("token", token);
+    url.searchParams.set("named", "0"); // every publication reaches onmessage
+    if (this.options.recover !== false) {
+      const known = channels.filter((channel) => this._positions.has(channel)).map((channel) => {
+        const {offset, epoch} = this._positions.get(channel);
+        return `${channel}=${epoch}:${offset}`;
+      });
+      if (known.length) url.searchParams.set("lastEventId", known.join(","));
+    }
+    const source = new this._EventSource(url.href);
+    this._sse = source;
+    const on = (name, handler) =>
+      source.addEventListener(name, (event) => source === this._sse && handler(JSON.parse(event.data)));
+    source.onmessage = (event) => source === this._sse && this._onPublication(JSON.parse(event.data));
+    on("realtime:subscribed", (reply) => this._onSseSubscribed(reply));
+    on("realtime:unsubscribed", (notice) => this._onUnsubscribedNotice({unsubscribed: notice}));
+    on("realtime:logout", (notice) => this._onLogoutNotice({logout: notice}));
+    for (const kind of ["missed", "join", "leave"]) {
+      on(`realtime:${kind}`, (notice) => this._emit("realtime:notice", {[kind]: notice}));
+    }
+    source.onopen = () => source === this._sse && this._sseReady();
+    source.onerror = () => {
+      if (source !== this._sse) return;
+      if (source.readyState === 2) {
+        // Refused (an error status) or gone for good: try again with a back-off.
+        this._sse = null;
+        this._lost(ABNORMAL, "the event stream was refused");
+      } else {
+        // The browser reconnects by itself, with Last-Event-ID.
+        this._ready = false;
+        this._setState(STATES.DISCONNECTED, {code: ABNORMAL, reason: "the event stream dropped"});
+      }
+    };
+  }
+
+  _onSseSubscribed(reply) {
+    if (typeof reply.offset === "number") {
+      const known = this._positions.get(reply.channel);
+      if (!known || known.epoch !== reply.epoch || reply.recovered === false) {
+        this._positions.set(reply.channel, {offset: reply.offset, epoch: reply.epoch});
+      }
+    }
+    for (const subscription of this._subscriptions) {
+      if (subscription.channel !== reply.channel) continue;
+      subscription.bubble = reply.bubble === true;
+      subscription._confirm();
+    }
+  }
+
+  _sseReady() {
+    const wasReady = this._ready;
+    this._ready = true;
+    this._failures = 0;
+    for (const request of this._queue.splice(0)) this._transmitHttp(request);
+    const connectWaiters = this._connectWaiters.splice(0);
+    const authWaiters = this._authWaiters.splice(0);
+    if (!wasReady || this._state !== STATES.CONNECTED) this._setState(STATES.CONNECTED);
+    for (const waiter of connectWaiters) waiter.resolve();
+    for (const waiter of authWaiters) waiter.resolve({ok: true});
+  }
+
+  /** A request over HTTP: `publish` goes to the publish endpoint; the rest need the socket. */
+  async _transmitHttp(request) {
+    if (request.command !== "publish") {
+      request.reject(
+        new RealtimeError(ERROR_CODES.UNAVAILABLE, `${request.command} is not available over the SSE fallback`),
+      );
+      return;
+    }
+    const headers = {"Content-Type": "application/json", Accept: "application/json"};
+    try {
+      const credentials = this._credentials;
+      if (credentials?.tokenUrl && tokenIsStale(credentials)) await this._fetchToken(credentials);
+      if (credentials?.token) headers.Authorization = `Bearer ${credentials.token}`;
+      const response = await this._fetch(this._publishUrl, {
+        method: "POST",
+        headers,
+        body: request.body,
+        credentials: "same-origin",
+        cache: "no-store",
+      });
+      const reply = await response.json().catch(() => ({}));
+      if (response.ok && reply.ok === true) request.resolve(reply);
+      else request.reject(new RealtimeError(reply.err ?? ERROR_CODES.INTERNAL_ERROR, reply.detail ?? "", {frame: reply}));
+    } catch (error) {
+      if (error instanceof RealtimeError) request.reject(error);
+      else request.reject(new RealtimeError(CLIENT_ERROR_CODES.DISCONNECTED, error?.message ?? String(error)));
     }
   }
 
