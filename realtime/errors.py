@@ -22,6 +22,7 @@ class ErrorCode(enum.StrEnum):
     ALREADY_AUTHENTICATED = "already_authenticated"
     RATE_LIMITED = "rate_limited"
     TOO_MANY_AUTH_FAILURES = "too_many_auth_failures"
+    TOO_MANY_CONNECTIONS = "too_many_connections"
     HISTORY_DISABLED = "history_disabled"
     PRESENCE_DISABLED = "presence_disabled"
     UNAVAILABLE = "unavailable"
@@ -121,6 +122,14 @@ class RateLimited(RealtimeError):
     """The connection sends frames faster than ``RATE_LIMIT``; the frame was dropped."""
 
     code = ErrorCode.RATE_LIMITED
+    http_status = 429
+
+
+class TooManyConnections(RealtimeError):
+    """The process holds ``MAX_CONNECTIONS`` connections, or the client address
+    ``MAX_CONNECTIONS_PER_ADDRESS`` (for event streams; WebSockets are closed with 4007/4008)."""
+
+    code = ErrorCode.TOO_MANY_CONNECTIONS
     http_status = 429
 
 

@@ -16,6 +16,7 @@ from demo_site.models import ChatMessage
 from realtime import tokens
 from tests.bayeux.wire import LongPolling
 from tests.hooks_support import APPS
+from tests.matchers import SERVER_TIME
 from tests.services import AsgiServer
 
 pytestmark = [pytest.mark.live, pytest.mark.usefixtures("redis_layer")]
@@ -124,6 +125,7 @@ def test_the_chat_handler_stores_a_message_and_adds_its_id_to_what_is_published(
         "event": "chat",
         "data": {"text": "hello", "id": stored.pk},
         "user": {"id": people[0].pk, "name": people[0].username},
+        "time": SERVER_TIME,
     }
     recent = rpc(alice, "chat.recent", {"room": "lobby"})["result"]
     assert [(m["id"], m["text"], m["user"]["name"]) for m in recent] == [

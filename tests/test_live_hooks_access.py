@@ -8,6 +8,7 @@ from django.contrib.auth.models import Group, User
 import realtime
 from realtime import tokens
 from tests.hooks_support import Recorded
+from tests.matchers import SERVER_TIME
 from tests.services import AsgiServer
 
 pytestmark = [pytest.mark.live, pytest.mark.usefixtures("redis_layer")]
@@ -100,6 +101,7 @@ def test_a_user_reads_their_own_personal_channel_and_no_one_elses(
         "channel": f"{users}/{alice.pk}",
         "event": "mention",
         "data": {"from": "bob"},
+        "time": SERVER_TIME,
     }
     assert messages(backend, 1)[0]["data"] == {"from": "alice"}
     nothing_more(mine)

@@ -23,6 +23,7 @@ from websockets.exceptions import ConnectionClosed
 
 from realtime import api, tokens
 from realtime.errors import CloseCode
+from tests.matchers import SERVER_TIME
 from tests.services import ROOT
 
 pytestmark = [pytest.mark.live, pytest.mark.usefixtures("redis_layer")]
@@ -396,7 +397,12 @@ def test_broadcast_publishes_on_each_channel_and_reports_each(
         {"channel": second.name, "ok": True},
     ]
     for listener, name in zip(listeners, (first.name, second.name), strict=True):
-        assert next_of(listener, "message") == {"channel": name, "event": "news", "data": {"n": 1}}
+        assert next_of(listener, "message") == {
+            "channel": name,
+            "event": "news",
+            "data": {"n": 1},
+            "time": SERVER_TIME,
+        }
 
 
 # A process that does not answer ----------------------------------------------------

@@ -10,6 +10,7 @@ from websockets.exceptions import ConnectionClosed
 
 import realtime
 from realtime.conf import settings as realtime_settings
+from tests.matchers import SERVER_TIME
 from tests.services import AsgiServer
 
 pytestmark = [pytest.mark.live, pytest.mark.usefixtures("redis_layer")]
@@ -58,7 +59,12 @@ def test_auth_subscribe_publish_and_receive(any_server, connect, make_key, make_
 
     # From this process, through Redis, as a view or a worker would.
     realtime.publish(news.name, "from", "the server")
-    assert client.next_message()["message"] == {"channel": news.name, "event": "from", "data": "the server"}
+    assert client.next_message()["message"] == {
+        "channel": news.name,
+        "event": "from",
+        "data": "the server",
+        "time": SERVER_TIME,
+    }
 
     # Many frames in a row arrive complete and in order, whatever the server's send returns.
     for n in range(50):

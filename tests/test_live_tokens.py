@@ -4,6 +4,7 @@ import pytest
 from django.contrib.auth.models import User
 
 from realtime import tokens
+from tests.matchers import SERVER_TIME
 
 pytestmark = [pytest.mark.live, pytest.mark.usefixtures("redis_layer")]
 
@@ -28,6 +29,7 @@ def test_token_user_publishes_and_subscribers_see_who_sent_it(servers, connect, 
         "event": "chat",
         "data": {"text": "hi", "user": {"id": 0, "name": "forged"}},
         "user": {"id": alice.pk, "name": alice.username},
+        "time": SERVER_TIME,
     }
     assert b.publish(f"{room.name}/lobby", "chat", 1)["err"] == "access_denied"
 

@@ -30,7 +30,8 @@ import logging
 import secrets
 from urllib.parse import parse_qsl
 
-from .. import actions, auth, keys, protocol, tokens
+from .. import actions, auth, keys, protocol
+from ..addresses import client_address
 from ..conf import settings
 from ..errors import (
     AccessDenied,
@@ -38,11 +39,13 @@ from ..errors import (
     InvalidCredentials,
     InvalidData,
     RealtimeError,
+    TooManyConnections,
     TooManySubscriptions,
 )
 from ..names import is_pattern, validate_subscription_name
 from ..origins import origin_allowed
 from ..outbox import Outbox
+from ..quotas import quotas
 from ..runtime import get_hub
 from . import protocol as sse
 
@@ -55,10 +58,18 @@ CORS_HEADERS = b"Authorization, Last-Event-ID, Cache-Control"
 class Stream:
     """One event stream, as the hub sees it (a ``hub.Subscriber``)."""
 
-    def __init__(self, send, principal: auth.Principal | None, limit: int) -> None:
+    protocol_name = "sse"
+
+    def __init__(
+        self, send, principal: auth.Principal | None, limit: int, address: str | None = None
+    ) -> None:
         self.send = send
         self.principal = principal
+        self.address = address  # the client address its subscriptions count towards (quotas)
         self.subscriptions: set[str] = set()
+        # The policy's cached decisions for this principal (hub.Subscriber).
+        self.readable: dict[str, bool] = {}
+        self.writable: dict[str, str | None] = {}
         self.client_id = secrets.token_hex(16)  # public: shown in presence
         self.hub = None
         # Channels with history this stream names -> the last (epoch, offset) sent.
@@ -74,6 +85,7 @@ class Stream:
         self.final = b""
         self.beat: asyncio.TimerHandle | None = None
         self.named = True
+        self.released = False
 
     # What the hub calls ------------------------------------------------------------
 
@@ -102,6 +114,13 @@ class Stream:
 
     def replace_principal(self, principal: auth.Principal) -> None:
         self.principal = principal
+        self.readable.clear()
+        self.writable.clear()
+
+    def disconnect(self, code: int, reason: str = "") -> None:
+        """The server API ended this client (``code`` says whether it should come back)."""
+        body = protocol.encode({"code": int(code), "reason": reason})
+        self.end(sse.event(sse.NOTICE + "closed", body))
 
     # Writing -----------------------------------------------------------------------
 
@@ -162,6 +181,10 @@ class Stream:
         self.outbox.cancel()
         if self.hub is not None:
             self.hub.remove(self)
+        if not self.released:
+            self.released = True
+            quotas.remove_subscriber(self, self.address)
+            quotas.release(self.address)
 
 
 # The ASGI application --------------------------------------------------------------------
@@ -204,14 +227,17 @@ def _credential(query: list[tuple[str, str]], headers: dict[bytes, bytes]) -> st
     return tokens_given[-1] if tokens_given else None
 
 
-async def _principal(credential: str | None) -> auth.Principal | None:
+async def _principal(credential: str | None, address: str | None) -> auth.Principal | None:
+    """Read-only, like the socket's ``auth`` (failures count towards the address's)."""
     if credential is None:
         return None
     if len(credential) > protocol.MAX_TOKEN_LENGTH or not protocol.is_encodable(credential):
         raise InvalidCredentials("unknown, revoked or expired credentials")
     if credential.startswith(keys.SECRET_PREFIX):
-        return await auth.authenticate(credential, "read-only")
-    return tokens.verify_token(credential).limited_to("read-only")
+        credentials = protocol.Auth(None, secret=credential, access="read-only")
+    else:
+        credentials = protocol.Auth(None, access="read-only", token=credential)
+    return await actions.authenticate(credentials, address)
 
 
 def _channels(query: list[tuple[str, str]]) -> list[str]:
@@ -281,11 +307,15 @@ class EventStreamApp:
                 scope.get("query_string", b"").decode("latin-1"), max_num_fields=MAX_QUERY_FIELDS
             )
             names = _channels(query)
-            principal = await _principal(_credential(query, headers))
+            address = client_address(scope)
+            principal = await _principal(_credential(query, headers), address)
             last = headers.get(b"last-event-id")
             last_event_id = last.decode("latin-1") if last is not None else dict(query).get("lastEventId")
             hub = await get_hub()
-            stream = Stream(send, principal, settings.MAX_PENDING_FRAMES)
+            if quotas.admit(address) is not None:
+                raise TooManyConnections("too many connections from this address, or to this process")
+            stream = Stream(send, principal, settings.MAX_PENDING_FRAMES, address)
+            quotas.add_subscriber(stream, address)
             stream.hub = hub
             stream.named = dict(query).get("named") != "0"
             hub.add(stream)

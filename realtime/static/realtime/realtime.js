@@ -85,6 +85,7 @@ export const ERROR_CODES = Object.freeze({
   ALREADY_AUTHENTICATED: "already_authenticated",
   RATE_LIMITED: "rate_limited",
   TOO_MANY_AUTH_FAILURES: "too_many_auth_failures",
+  TOO_MANY_CONNECTIONS: "too_many_connections",
   HISTORY_DISABLED: "history_disabled",
   PRESENCE_DISABLED: "presence_disabled",
   UNAVAILABLE: "unavailable",
