@@ -167,7 +167,9 @@ async def presence(hub, principal: Principal | None, name: str) -> list[dict]:
     return members
 
 
-async def publish(principal: Principal | None, name: str, event: str, data: Any) -> Publication:
+async def publish(
+    principal: Principal | None, name: str, event: str, data: Any, idempotency_key: str | None = None
+) -> Publication:
     """Publish as ``principal``; subscribers see its user, if it has one."""
     if principal is None:
         raise AccessDenied("authenticate first")
@@ -179,4 +181,6 @@ async def publish(principal: Principal | None, name: str, event: str, data: Any)
         raise InvalidChannel(f"no active channel covers {name!r}")
     if not get_policy().can_publish(principal, info):
         raise AccessDenied("channel is outside this key's scope")
-    return await send_publication(name, event, data, principal.user, info=info)
+    return await send_publication(
+        name, event, data, principal.user, info=info, idempotency_key=idempotency_key
+    )

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import time
 
-from .redis import RedisConnection
+from .redis import RedisShards
 
 KEY_PREFIX = "realtime:presence:"
 SWEEP_BATCH = 100
@@ -165,11 +165,15 @@ def _decode(entry: str) -> dict:
 
 
 class RedisPresence:
-    def __init__(self, redis: RedisConnection) -> None:
+    """Entries in Redis, on the host (shard) that carries the channel's publications."""
+
+    def __init__(self, redis: RedisShards) -> None:
         self.redis = redis
 
     async def _run(self, script: str, channel: str, args: list):
-        first, left = await self.redis.run(script, _keys(channel), [time.time(), *args], "presence")
+        first, left = await self.redis.of(channel).run(
+            script, _keys(channel), [time.time(), *args], "presence"
+        )
         return first, [_decode(entry) for entry in left]
 
     async def add(self, channel: str, client: str, user: dict | None, ttl: float) -> tuple[bool, list]:

@@ -72,6 +72,7 @@ export const ERROR_CODES = Object.freeze({
   HISTORY_DISABLED: "history_disabled",
   PRESENCE_DISABLED: "presence_disabled",
   UNAVAILABLE: "unavailable",
+  UNKNOWN_OUTCOME: "unknown_outcome",
   INTERNAL_ERROR: "internal_error",
 });
 
@@ -312,8 +313,15 @@ export class RealtimeClient extends EventTarget {
     return subscription;
   }
 
-  publish(channel, event, data = null) {
-    return this._request("publish", {channel, event, data: data === undefined ? null : data});
+  /**
+   * Publish `data` as `event`. With `options.idempotencyKey` (a UUID, say), a retry after
+   * an "unknown_outcome" error with the same key gets the first publication's outcome and
+   * delivers nothing twice; "unavailable" means it was not delivered and never will be.
+   */
+  publish(channel, event, data = null, options = {}) {
+    const body = {channel, event, data: data === undefined ? null : data};
+    if (options.idempotencyKey != null) body.idempotency_key = options.idempotencyKey;
+    return this._request("publish", body);
   }
 
   /**
