@@ -2,7 +2,8 @@
 each delivery and notice, in the order they came.
 
 ``Publisher`` publishes one at a time with an idempotency key each, retrying
-``unknown_outcome`` with the same key, and records every reply. ``Subscriber`` records
+``unknown_outcome`` with the same key until Redis answers ``ok`` for it, and records
+every reply. ``Subscriber`` records
 what it receives; on a ``missed`` notice it recovers a channel with history the way the
 JS client does (unsubscribe, subscribe with ``since`` its last position, and drop a
 publication at or before a position it has seen). ``delivery_report`` then checks a
@@ -81,7 +82,10 @@ class Outcome:
 
     @property
     def final(self) -> str:
-        return self.replies[-1]
+        """ok, unavailable (not published), or unknown_outcome (retries ran out)."""
+        if self.replies[-1] == "ok" or "unknown_outcome" not in self.replies:
+            return self.replies[-1]
+        return "unknown_outcome"
 
 
 class Publisher:
@@ -107,7 +111,10 @@ class Publisher:
             outcome.replies.append("ok" if reply.get("ok") else reply["err"])
             if reply.get("ok"):
                 outcome.offset = reply.get("offset")
-            if outcome.final != "unknown_outcome":
+                break
+            # After an unknown outcome, `unavailable` only says that this retry was not run:
+            # keep asking until Redis answers for the key.
+            if "unknown_outcome" not in outcome.replies:
                 break
             await asyncio.sleep(0.2)
         outcome.answered_at = time.monotonic()

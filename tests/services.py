@@ -112,6 +112,9 @@ class RedisServer:
             command += ["--appendonly", "no"]
         if self.replica_of is not None:
             command += ["--replicaof", "127.0.0.1", str(self.replica_of.port)]
+        # A replica that (re)connects is synced at once, not after the default 5 s wait
+        # for more replicas to share the transfer.
+        command += ["--repl-diskless-sync-delay", "0"]
         return command
 
     def start(self) -> RedisServer:
@@ -172,8 +175,9 @@ class RedisSentinel:
             "bind 127.0.0.1\n"
             f"dir {self.workdir}\n"
             f"sentinel monitor {self.name} 127.0.0.1 {self.master.port} {self.quorum}\n"
-            f"sentinel down-after-milliseconds {self.name} 1000\n"
-            f"sentinel failover-timeout {self.name} 5000\n"
+            # Long enough that a busy machine's slow answer is not taken for a dead master.
+            f"sentinel down-after-milliseconds {self.name} 3000\n"
+            f"sentinel failover-timeout {self.name} 10000\n"
             f"sentinel parallel-syncs {self.name} 1\n"
         )
         log = self.workdir / f"sentinel-{self.port}.log"
