@@ -277,8 +277,7 @@ class LayerBroker:
         await self.layer.group_add(CONTROL_GROUP, channel)
         shards = max(1, self.topology.shards)
         if self.topology.pubsub and shards > 1:
-            token = secrets.token_hex(8)
-            probes = [self.topology.group_on(f"probe:{token}", shard) for shard in range(shards)]
+            probes = self.topology.on_each_shard(f"rt.probe.{secrets.token_hex(8)}")
             for group in probes:
                 await self.layer.group_add(group, channel)
         else:

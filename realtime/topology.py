@@ -94,23 +94,32 @@ class Topology:
 
     def group_on(self, topic: str, shard: int) -> str:
         """The group that carries ``topic`` on ``shard``: a channel's own topic has one
-        group (on its own shard); copy topics have one per shard."""
+        group (on its own shard, whatever ``shard`` says); copy topics have one per shard."""
         base = group_name(topic)
-        if self.shards < 2:
+        if self.shards < 2 or not is_copy_topic(topic):
             return base
-        found = self._on_shard.get((base, shard))
-        if found is None:
-            suffix = 0
-            while self.shard_of_group(f"{base}.{suffix}") != shard:
-                suffix += 1
-            found = self._on_shard[(base, shard)] = f"{base}.{suffix}"
-        return found
+        return self.on_each_shard(base)[shard]
 
     def groups(self, topic: str) -> list[str]:
         """Every group a listener of ``topic`` joins."""
         if self.shards < 2 or not is_copy_topic(topic):
             return [group_name(topic)]
-        return [self.group_on(topic, shard) for shard in range(self.shards)]
+        return self.on_each_shard(group_name(topic))
+
+    def on_each_shard(self, base: str) -> list[str]:
+        """One group per shard, named after ``base`` so that the i-th lands on shard i."""
+        if self.shards < 2:
+            return [base]
+        found = self._on_shard.get(base)
+        if found is None:
+            found = []
+            for shard in range(self.shards):
+                suffix = 0
+                while self.shard_of_group(f"{base}.{suffix}") != shard:
+                    suffix += 1
+                found.append(f"{base}.{suffix}")
+            self._on_shard[base] = found
+        return found
 
     def pubsub_connections(self, layer) -> list:
         """The layer's pubsub connection to each shard on this event loop (None where it

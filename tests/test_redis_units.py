@@ -242,3 +242,8 @@ def test_demo_settings_make_one_shard_per_url():
         "redis://a:1/0",
         "redis://b:2/0",
     ]
+
+
+def test_a_channel_has_one_group_whichever_shard_is_asked():
+    topology = Topology.of(pubsub_layer(HOSTS))
+    assert {topology.group_on("rooms/1", shard) for shard in range(3)} == {group_name("rooms/1")}
