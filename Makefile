@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cksum < requirements.txt | cut -d' ' -f1)
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint format clean bench
+.PHONY: install run test lint format clean bench soak
 
 $(STAMP): requirements.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ test: install lint
 ## Every benchmark scenario against realtime and its baselines (needs Node 18+); writes docs/performance.md.
 bench: install
 	$(BIN)/python bench/run.py
+
+## Ten minutes of connection churn and publishing with one Redis restart: nothing lost, RSS flat (SOAK_MINUTES=10).
+soak: install
+	$(BIN)/python bench/soak.py --minutes $(or $(SOAK_MINUTES),10)
 
 lint: install
 	$(BIN)/ruff check .

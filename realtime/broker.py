@@ -331,14 +331,16 @@ class LayerBroker:
         while True:
             await asyncio.sleep(PROBE_INTERVAL)
             self._watch_reconnects(link)
+            sent = hub.loop.time()
             results = await asyncio.gather(*(self._probe(link, shard) for shard in range(len(link.probes))))
-            now = hub.loop.time()
             for shard, ok in enumerate(results):
                 if ok and not healthy[shard]:
+                    # A reconnection reported since the first failed probe was sent has
+                    # told the subscribers already.
                     if link.reconnected_at[shard] < link.failed_at[shard]:
                         self._recovered(hub, shard, "Redis answers again")
                 elif healthy[shard] and not ok:
-                    link.failed_at[shard] = now
+                    link.failed_at[shard] = sent
                     logger.warning("realtime: the broker is unreachable; publications cannot be delivered")
                 healthy[shard] = ok
 
