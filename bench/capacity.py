@@ -11,6 +11,9 @@ redis-server; docs/deployment.md#capacity turns the figures into processes and s
   does. Redis's CPU comes from INFO (``used_cpu_user`` + ``used_cpu_sys``).
 * Memory per subscription: one connection subscribes to many group channels.
 * Memory per stored publication: a channel with history keeps many frames.
+* With ``--server``, a server process's side too (uvicorn, from /proc): its CPU per
+  publication made by a client over its WebSocket, and per publication it receives
+  from Redis for one local subscriber (each on a channel of its own).
 """
 
 from __future__ import annotations
@@ -121,9 +124,78 @@ async def memory_per_stored(url: str, count: int) -> float:
     return (client.info("memory")["used_memory"] - before) / count, len(frame)
 
 
+async def server_costs(url: str, server, secret: str, count: int, channels: int) -> tuple[float, float]:
+    """Server CPU µs per publication made over a socket, and per one received from Redis."""
+    from bench.harness import cpu_seconds
+    from tests.accounting import Connection
+
+    pid = server.process.pid
+    publisher = await Connection(server.ws_url).open()
+    assert (await publisher.request("auth", {"secret": secret}))["ok"]
+    body = {"channel": "cap/nobody", "event": "chat", "data": FRAME_DATA}
+
+    async def publish_all(total: int) -> None:
+        window = []
+        for _ in range(total):
+            window.append(publisher.send("publish", body))
+            if len(window) >= 16:
+                assert (await publisher.wait(window.pop(0)))["ok"]
+        for request_id in window:
+            assert (await publisher.wait(request_id))["ok"]
+
+    await publish_all(200)
+    before = cpu_seconds(pid)
+    await publish_all(count)
+    per_publish = (cpu_seconds(pid) - before) / count * 1e6
+
+    subscribers = []
+    for index in range(channels):
+        connection = Connection(server.ws_url)
+        await connection.open()
+        assert (await connection.request("subscribe", {"channel": f"cap/{index}"}))["ok"]
+        subscribers.append(connection)
+    layer = RedisPubSubChannelLayer(hosts=[{"address": url}])
+    broker = LayerBroker(layer)
+    infos = [ChannelInfo(1, f"cap/{index}", True, True) for index in range(channels)]
+    frames = [protocol.message_frame(info.name, "chat", FRAME_DATA, None) for info in infos]
+    rounds = max(1, count // channels)
+    await asyncio.sleep(1)
+    before = cpu_seconds(pid)
+    for _ in range(rounds):
+        for info, frame in zip(infos, frames, strict=True):
+            await broker.publish(info.name, frame, info)
+    await asyncio.sleep(2)  # the server delivers what is in flight; its idle CPU is tiny
+    per_received = (cpu_seconds(pid) - before) / (rounds * channels) * 1e6
+    for connection in [publisher, *subscribers]:
+        await connection.close()
+    return per_publish, per_received
+
+
+def start_server(workdir: Path, url: str):
+    import subprocess
+
+    from tests.services import AsgiServer
+
+    database = str(workdir / "capacity.sqlite3")
+    env = {**os.environ, "DATABASE_PATH": database}
+    script = (
+        "import django; django.setup();"
+        "from django.core.management import call_command; call_command('migrate', verbosity=0);"
+        "from realtime.models import AccessKey, Channel;"
+        "Channel.objects.create(name='cap', anonymous_read=True, include_subchannels=True);"
+        "print(AccessKey.objects.create_key(name='cap', access='read-write', all_channels=True)[1])"
+    )
+    out = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True)
+    out.check_returncode()
+    limits = {"RATE_LIMIT": 1_000_000, "RATE_BURST": 1_000_000, "MAX_SUBSCRIPTIONS": 10_000}
+    server = AsgiServer(workdir, database=database, redis_url=url, realtime=limits, server="uvicorn").start()
+    return server, out.stdout.strip().splitlines()[-1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=2000, help="publications per measurement")
+    parser.add_argument("--server", action="store_true", help="also measure a uvicorn server process")
     options = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="realtime-capacity-"))
     server = RedisServer(workdir).start()
@@ -140,6 +212,19 @@ def main() -> None:
         per_stored, frame_bytes = asyncio.run(memory_per_stored(server.url, 5_000))
         print(f"Redis memory per subscribed group (one process): {per_subscription:.0f} bytes")
         print(f"Redis memory per stored publication ({frame_bytes}-byte frame): {per_stored:.0f} bytes")
+        if options.server:
+            os.environ.update(DJANGO_DEBUG="0", REALTIME_LOG_LEVEL="WARNING")
+            asgi, secret = start_server(workdir, server.url)
+            try:
+                per_publish, per_received = asyncio.run(
+                    server_costs(server.url, asgi, secret, options.count, 500)
+                )
+            finally:
+                asgi.stop()
+            print(f"Server CPU per publication made over its WebSocket, no subscriber: {per_publish:.0f} µs")
+            print(
+                f"Server CPU per publication received from Redis, one local subscriber: {per_received:.0f} µs"
+            )
     finally:
         server.stop()
 

@@ -50,6 +50,7 @@ KEPT, PLAIN, ROOM = "soak/kept", "soak/plain", "soak/room"
 PRESENCE_TTL = 6
 # RSS growth allowed between the warmed-up part of the run and its end.
 FLAT = 0.05
+VERBOSE = False
 
 
 def prepare(workdir: Path, history_size: int) -> tuple[str, str]:
@@ -210,6 +211,11 @@ def report(result: dict) -> bool:
                 for key in totals:
                     totals[key] += len(r[key]) if isinstance(r[key], list) else r[key]
             notices += len(subscriber.notices(name))
+            if VERBOSE:
+                print(
+                    f"    subscriber {subscribers.index(subscriber) + 1}: {len(subscriber.received(name))} received, "
+                    f"dropped {subscriber.dropped}, notices {subscriber.notices(name)}"
+                )
         acknowledged = sum(len(p.acknowledged(name)) for p in publishers)
         print(
             f"{name}: {acknowledged} acknowledged x {len(subscribers)} subscribers, {received} received; "
@@ -248,7 +254,10 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=20, help="publications per second, all publishers")
     parser.add_argument("--churn", type=int, default=150, help="churning connections at any time")
     parser.add_argument("--subscribers", type=int, default=4, help="steady subscribers")
+    parser.add_argument("--verbose", action="store_true", help="what each steady subscriber got")
     options = parser.parse_args()
+    global VERBOSE
+    VERBOSE = options.verbose
     os.environ.update(
         DJANGO_DEBUG="0", DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost", REALTIME_LOG_LEVEL="WARNING"
     )

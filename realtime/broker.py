@@ -53,6 +53,7 @@ READY = "rt.ready"
 PROBE_INTERVAL = 1.0
 PROBE_TIMEOUT = 2.0
 READY_TIMEOUT = 5.0
+READY_RESEND = 0.25
 
 # Every copy of a publication that keeps no history, in one round trip. KEYS: the
 # publication's idempotency record, if it has a key. ARGV: 1 deadline (Unix
@@ -402,11 +403,15 @@ class LayerBroker:
             await self.layer.group_add(group, link.channel)
         waiters = {}
         try:
-            for group in groups:
-                token = secrets.token_hex(8)
-                waiters[token] = link.ready[token] = hub.loop.create_future()
-                await self.layer.group_send(group, {"type": READY, "token": token})
-            await asyncio.wait_for(asyncio.gather(*waiters.values()), READY_TIMEOUT)
+            async with asyncio.timeout(READY_TIMEOUT):
+                for group in groups:
+                    token = secrets.token_hex(8)
+                    waiter = waiters[token] = link.ready[token] = hub.loop.create_future()
+                    # The probe goes over another connection than the SUBSCRIBE did, and
+                    # may reach Redis first and be lost: send it again until one returns.
+                    while not waiter.done():
+                        await self.layer.group_send(group, {"type": READY, "token": token})
+                        await asyncio.wait([waiter], timeout=READY_RESEND)
         except TimeoutError:
             # Redis took the SUBSCRIBE and the PUBLISH but the probe is late (an overloaded
             # process, say): carry on; the outage watchdog reports a broker that is really gone.

@@ -189,12 +189,15 @@ class Subscriber:
 
     async def _recover(self, name: str) -> None:
         await self.connection.request("unsubscribe", {"channel": name})
-        offset, epoch = self.positions[name]
-        request_id = self.connection.send(
-            "subscribe", {"channel": name, "since": {"offset": offset, "epoch": epoch}}
-        )
-        self.renewals[request_id] = name
-        await self.connection.wait(request_id)
+        for attempt in range(60):
+            offset, epoch = self.positions[name]
+            body = {"channel": name, "since": {"offset": offset, "epoch": epoch}}
+            request_id = self.connection.send("subscribe", body)
+            self.renewals[request_id] = name
+            if (await self.connection.wait(request_id)).get("err") != "unavailable":
+                return
+            # Redis is away again: try again, as the JS client does.
+            await asyncio.sleep(min(5.0, 0.2 * 2**attempt))
 
     def received(self, name: str) -> list[int]:
         return [event[1] for event in self.events[name] if event[0] == "pub"]

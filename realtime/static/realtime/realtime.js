@@ -773,7 +773,7 @@ export class RealtimeClient extends EventTarget {
   }
 
   /** Subscribe on the server for `subscriptions` (all on `channel`), recovering if it can. */
-  _renew(channel, subscriptions) {
+  _renew(channel, subscriptions, attempt = 0) {
     const body = {channel};
     const since = this.options.recover === false ? undefined : this._positions.get(channel);
     if (since) body.since = {offset: since.offset, epoch: since.epoch};
@@ -794,6 +794,17 @@ export class RealtimeClient extends EventTarget {
         // A dropped connection renews every live subscription on the next one.
         if (error.code === CLIENT_ERROR_CODES.DISCONNECTED || error.code === CLIENT_ERROR_CODES.CLOSED) return;
         const live = subscriptions.filter((subscription) => subscription.active);
+        // Redis is briefly away (a restart, a failover): a renewal of confirmed subscriptions
+        // tries again, with the reconnect back-off, rather than ending them and losing what
+        // recovery would replay.
+        if (error.code === ERROR_CODES.UNAVAILABLE && live.length && live.every((s) => s._settled)) {
+          const {minDelay, maxDelay, factor} = {...DEFAULTS.reconnect, ...(this.options.reconnect || {})};
+          setTimeout(() => {
+            const still = live.filter((subscription) => subscription.active);
+            if (still.length && this._ready) this._renew(channel, still, attempt + 1);
+          }, Math.min(maxDelay, minDelay * factor ** attempt));
+          return;
+        }
         this._remove(live);
         for (const subscription of live) {
           // A first refusal rejects `ready`; a refused renewal is reported as an ended subscription.
