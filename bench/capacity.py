@@ -52,8 +52,9 @@ def cpu(client) -> float:
     return info["used_cpu_user"] + info["used_cpu_sys"]
 
 
-async def publish_cost(url: str, processes: int, history: bool, count: int) -> float:
-    """Redis CPU microseconds per publication with ``processes`` subscribed readers."""
+async def publish_cost(url: str, processes: int, history: bool, count: int, concurrency: int = 1) -> float:
+    """Redis CPU microseconds per publication with ``processes`` subscribed readers, made
+    by ``concurrency`` publishers at once (Redis then writes several to a reader at once)."""
     import redis.asyncio as aioredis
 
     layer = RedisPubSubChannelLayer(hosts=[{"address": url}])
@@ -81,10 +82,16 @@ async def publish_cost(url: str, processes: int, history: bool, count: int) -> f
     for _ in range(200):
         await broker.publish(name, frame, info)
     runs = []
+
+    async def publisher(share: int) -> None:
+        for _ in range(share):
+            await broker.publish(name, frame, info)
+
+    share = count // concurrency
+    count = share * concurrency
     for _ in range(3):
         before = cpu(sync)
-        for _ in range(count):
-            await broker.publish(name, frame, info)
+        await asyncio.gather(*(publisher(share) for _ in range(concurrency)))
         runs.append((cpu(sync) - before) / count * 1e6)
     deadline = time.monotonic() + 10
     while received[0] < processes * (count * 3 + 200) and time.monotonic() < deadline:
@@ -202,12 +209,14 @@ def main() -> None:
     try:
         version = redis.Redis.from_url(server.url).info("server")["redis_version"]
         print(f"Redis {version}, {os.cpu_count()} cores")
-        print("| subscribed processes | Redis CPU per publication, no history | with history (1,000 kept) |")
-        print("|---|---|---|")
+        print("Redis CPU per publication, by server processes subscribed to its channel:")
+        print("| subscribed processes | no history, 1 publisher | with history | no history, 32 at once |")
+        print("|---|---|---|---|")
         for processes in (1, 10, 50, 100):
             plain = asyncio.run(publish_cost(server.url, processes, False, options.count))
             kept = asyncio.run(publish_cost(server.url, processes, True, options.count))
-            print(f"| {processes} | {plain:.1f} µs | {kept:.1f} µs |")
+            busy = asyncio.run(publish_cost(server.url, processes, False, options.count, 32))
+            print(f"| {processes} | {plain:.1f} µs | {kept:.1f} µs | {busy:.1f} µs |")
         per_subscription = memory_per_subscription(server.url, 20_000)
         per_stored, frame_bytes = asyncio.run(memory_per_stored(server.url, 5_000))
         print(f"Redis memory per subscribed group (one process): {per_subscription:.0f} bytes")

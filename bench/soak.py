@@ -212,8 +212,9 @@ def report(result: dict) -> bool:
                     totals[key] += len(r[key]) if isinstance(r[key], list) else r[key]
             notices += len(subscriber.notices(name))
             if VERBOSE:
+                number, got = subscribers.index(subscriber) + 1, len(subscriber.received(name))
                 print(
-                    f"    subscriber {subscribers.index(subscriber) + 1}: {len(subscriber.received(name))} received, "
+                    f"    subscriber {number}: {got} received, "
                     f"dropped {subscriber.dropped}, notices {subscriber.notices(name)}"
                 )
         acknowledged = sum(len(p.acknowledged(name)) for p in publishers)

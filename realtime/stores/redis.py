@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -36,6 +37,8 @@ from dataclasses import dataclass, field
 
 from ..conf import settings
 from ..errors import Unavailable, UnknownOutcome
+
+logger = logging.getLogger("realtime")
 
 PING_EVERY = 0.2  # seconds between PINGs to a host that stopped answering
 MAX_CONNECTIONS = 1000  # per host and event loop, unless the host dict says otherwise
@@ -169,7 +172,16 @@ class RedisConnection:
         stage = ["connecting"]
         try:
             async with asyncio.timeout(limit):
-                reply = await self._send(client, script(source), keys, args, replicas, wait_ms, stage)
+                try:
+                    reply = await self._send(client, script(source), keys, args, replicas, wait_ms, stage)
+                except Exception as error:
+                    if deadline is not None or stage[0] == "ran" or not isinstance(error, _broken_errors()):
+                        raise
+                    # Reads and presence updates are safe to run twice: after Redis
+                    # restarted, a connection may break before the pool noticed it was dead.
+                    logger.debug("realtime: retrying %s on a fresh connection: %s", what, error)
+                    stage[0] = "connecting"
+                    reply = await self._send(client, script(source), keys, args, replicas, wait_ms, stage)
         except TimeoutError as error:
             self._pause(client)
             if stage[0] == "ran":
@@ -267,6 +279,12 @@ class RedisConnection:
 
 class _NotReplicated(Exception):
     """WAIT answered fewer replicas than asked for."""
+
+
+def _broken_errors() -> tuple[type[BaseException], ...]:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    return (RedisConnectionError, ConnectionError)
 
 
 class RedisShards:
