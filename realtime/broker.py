@@ -399,8 +399,9 @@ class LayerBroker:
         """
         link = self._links[hub]
         groups = self.topology.groups(topic)
-        for group in groups:
-            await self.layer.group_add(group, link.channel)
+        async with asyncio.timeout(settings.REDIS_TIMEOUT):
+            for group in groups:
+                await self.layer.group_add(group, link.channel)
         waiters = {}
         try:
             async with asyncio.timeout(READY_TIMEOUT):

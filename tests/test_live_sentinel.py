@@ -190,3 +190,49 @@ def test_master_killed_under_traffic_delivery_resumes_and_every_acknowledged_pub
                     assert report["recoveries"] and all(report["recoveries"])
                 else:
                     assert report["unexplained"] == []
+
+
+def test_with_wait_replicas_ok_means_a_replica_has_it_and_a_retry_with_the_key_says_so(
+    service_dir, test_database, connect, make_key, make_channel, uid
+):
+    master = RedisServer(service_dir).start()
+    replica = RedisServer(service_dir, replica_of=master)
+    realtime = {"REDIS_WAIT_REPLICAS": 1, "REDIS_WAIT_TIMEOUT": 0.3}
+    server = AsgiServer(service_dir, database=test_database, redis_url=master.url, realtime=realtime).start()
+    try:
+        kept = make_channel(f"kept-{uid}", history_size=10).name
+        plain = make_channel(f"news-{uid}").name
+        secret = make_key()
+        reader, writer = connect(server), connect(server)
+        reader.auth(secret)
+        writer.auth(secret)
+        reader.subscribe(kept)
+        reader.subscribe(plain)
+
+        def publish(name, data, key=None):
+            body = {"channel": name, "event": "e", "data": data}
+            if key is not None:
+                body["idempotency_key"] = key
+            return writer.request("publish", body)
+
+        # No replica: Redis ran it (it is delivered, once) but cannot say it would survive.
+        first = publish(kept, "kept", "k-1")
+        assert first["err"] == "unknown_outcome", first
+        assert "replica" in first["detail"]
+        assert publish(kept, "kept", "k-1")["err"] == "unknown_outcome"  # still none: not published again
+        # Nothing stored, no key: nothing to wait for.
+        assert publish(plain, "plain")["ok"] is True
+
+        replica.start()
+        wait_until(lambda: replica.client().info("replication")["master_link_status"] == "up", 20, "sync")
+        again = publish(kept, "kept", "k-1")
+        assert again["ok"] is True and again["offset"] == 1, again
+
+        got = [reader.next_message()["message"]["data"] for _ in range(2)]
+        assert sorted(got) == ["kept", "plain"]
+        reader.request("ping")
+        assert not [frame for frame in reader.pending if "message" in frame]
+    finally:
+        server.stop()
+        replica.stop()
+        master.stop()
