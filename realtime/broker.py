@@ -41,7 +41,7 @@ from .registry import ChannelInfo
 from .stores.durable import DurableHistory
 from .stores.history import MemoryHistory, RedisHistory, micros, record_key
 from .stores.presence import MemoryPresence, RedisPresence
-from .stores.redis import RedisShards, unavailable
+from .stores.redis import RedisShards, unconfirmed
 from .topology import Topology
 
 logger = logging.getLogger("realtime")
@@ -497,8 +497,9 @@ class LayerBroker:
     ) -> None:
         """The copies of a publication through the layer's own ``group_send`` (layers the
         scripts cannot publish through: encrypted, or not pub/sub). It carries no
-        deadline, so a timeout is an unknown outcome; an idempotency key is recorded
-        before sending and forgotten if sending fails."""
+        deadline, so a timeout is an unknown outcome. An idempotency key is recorded as
+        pending before sending: confirmed after, forgotten if sending surely failed, and
+        left pending (a retry is told the outcome is unknown) otherwise."""
         extra = {}
         if position is not None:
             extra = {"offset": f"{position.offset:0{OFFSET_DIGITS}d}", "epoch": position.epoch}
@@ -506,26 +507,28 @@ class LayerBroker:
         if idempotency_key is not None and self.redis is not None:
             record = record_key(name, idempotency_key)
             window = int(settings.IDEMPOTENCY_WINDOW * 1000)
-            fresh = await self.redis.of(name).run(_REMEMBER, [record], [window], "the broker")
-            if not fresh:
+            first = await self.redis.of(name).run(_REMEMBER, [record], [window], "the broker")
+            if first == "1":
                 return
+            if first == "?":
+                raise UnknownOutcome("the first publication with this idempotency key has an unknown outcome")
         try:
-            async with asyncio.timeout(settings.REDIS_TIMEOUT):
-                with unavailable("the broker"):
+            with unconfirmed("the broker", begun=position is not None):
+                async with asyncio.timeout(settings.REDIS_TIMEOUT):
                     for key, via in _topics(name):
                         await self.layer.group_send(group_name(key), {**message, "via": via, **extra})
-        except BaseException as error:
+        except Unavailable:
             if record is not None:
-                await self._forget(name, record)
-            if isinstance(error, TimeoutError) or position is not None:
-                raise UnknownOutcome(f"the broker did not confirm the publication: {error!r}") from error
+                await self._record(name, record, _FORGET)
             raise
+        if record is not None:
+            await self._record(name, record, _CONFIRM)
 
-    async def _forget(self, name: str, record: str) -> None:
+    async def _record(self, name: str, record: str, script: str) -> None:
         try:
-            await self.redis.of(name).run(_FORGET, [record], [], "the broker")
+            await self.redis.of(name).run(script, [record], [], "the broker")
         except Exception:
-            logger.warning("realtime: could not forget the idempotency key %s", record, exc_info=True)
+            logger.warning("realtime: could not update the idempotency record %s", record, exc_info=True)
 
     async def notice(self, name: str, frame: str) -> None:
         """A frame for the channel's exact subscribers that is no publication (join, leave)."""
@@ -563,8 +566,16 @@ _MSGPACK_OFFSET = msgpack.packb("offset") + bytes([0xA0 | OFFSET_DIGITS])
 _MSGPACK_MIDDLE = msgpack.packb("epoch") + bytes([0xA0 | EPOCH_BYTES * 2])
 
 
-# Idempotency records for publications sent through the layer itself: SET NX, DEL.
-_REMEMBER = "return redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) and 1 or 0"
+# Idempotency records of publications sent through the layer itself: "?" while one is on
+# its way (or its outcome is unknown), "1" once sent. _REMEMBER returns the record that
+# was there (nil: none, now "?").
+_REMEMBER = """
+local found = redis.call('GET', KEYS[1])
+if found then return found end
+redis.call('SET', KEYS[1], '?', 'PX', ARGV[1])
+return false
+"""
+_CONFIRM = "return redis.call('SET', KEYS[1], '1', 'KEEPTTL', 'XX')"
 _FORGET = "return redis.call('DEL', KEYS[1])"
 
 

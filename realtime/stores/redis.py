@@ -68,6 +68,23 @@ def unavailable(what: str) -> Iterator[None]:
         raise
 
 
+@contextmanager
+def unconfirmed(what: str, *, begun: bool = False) -> Iterator[None]:
+    """Failures of a publication sent without a deadline (through the layer's own
+    ``group_send``): a timeout means Redis may still run it, and so does any failure once
+    part of it is done (``begun``): ``UnknownOutcome``; other failures ``Unavailable``."""
+    try:
+        yield
+    except (Unavailable, UnknownOutcome):
+        raise
+    except Exception as error:
+        if isinstance(error, TimeoutError) or (begun and is_unavailable(error)):
+            raise UnknownOutcome(f"{what} did not confirm the publication: {error!r}") from error
+        if is_unavailable(error):
+            raise Unavailable(f"{what} is unreachable: {error}") from error
+        raise
+
+
 @dataclass(eq=False)
 class _Client:
     """One host's connection pool on one event loop, and whether it is failing fast."""
