@@ -59,3 +59,27 @@ def test_a_recovery_refused_while_redis_is_down_is_tried_again_and_replays_what_
     assert page.evaluate("subs[0].active") is True
     assert page.evaluate("log.errors") == []
     assert page.evaluate("log.notices") == []
+
+
+def test_a_publish_retried_with_the_same_idempotency_key_is_delivered_once(
+    client_page, servers, connect, make_key, make_channel, uid
+):
+    room = make_channel(f"once-{uid}", history_size=10)
+    secret = make_key()
+    reader = connect(servers[1])
+    reader.auth(secret)
+    reader.subscribe(room.name)
+    page = client_page(servers[0])
+    start_client(page, servers[0].ws_url, {"secret": secret, **FAST})
+    replies = page.evaluate(
+        """async (channel) => [
+            await client.publish(channel, "e", "first", {idempotencyKey: "k-1"}),
+            await client.publish(channel, "e", "again", {idempotencyKey: "k-1"}),
+            await client.publish(channel, "e", "other"),
+        ]""",
+        room.name,
+    )
+    assert [reply["offset"] for reply in replies] == [1, 1, 2]
+    assert [reader.next_message()["message"]["data"] for _ in range(2)] == ["first", "other"]
+    reader.request("ping")
+    assert not [frame for frame in reader.pending if "message" in frame]
