@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cksum < requirements.txt | cut -d' ' -f1)
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint format clean bench dist
+.PHONY: install run test lint format clean bench dist soak
 
 $(STAMP): requirements.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ bench: install
 dist: install
 	rm -rf dist
 	$(BIN)/python -m build --no-isolation --outdir dist .
+
+## Ten minutes of connection churn and publishing with one Redis restart: nothing lost, RSS flat (SOAK_MINUTES=10).
+soak: install
+	$(BIN)/python bench/soak.py --minutes $(or $(SOAK_MINUTES),10)
 
 lint: install
 	$(BIN)/ruff check .

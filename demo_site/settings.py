@@ -64,14 +64,53 @@ DATABASES = {
 }
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
-if REDIS_URL:
+# Redis Sentinel: comma-separated host:port of the sentinels, and the name of the master
+# they watch (several comma-separated names: one shard each). REDIS_URL may then give
+# the database, user and password (redis://:secret@/0); its host is not used.
+REDIS_SENTINELS = os.environ.get("REDIS_SENTINELS", "")
+REDIS_SENTINEL_MASTER = os.environ.get("REDIS_SENTINEL_MASTER", "mymaster")
+
+
+def redis_hosts(urls: str, sentinels: str, masters: str) -> list[dict]:
+    """channels_redis host dicts: one per comma-separated URL (several: shards), or
+    one per Sentinel master name."""
+    from urllib.parse import unquote, urlsplit
+
+    # redis-py 8 would apply its own defaults; say what we want.
+    timeouts = {"socket_connect_timeout": 5, "socket_timeout": 5}
+    urls = [url.strip() for url in urls.split(",") if url.strip()]
+    if not sentinels.strip():
+        return [{"address": url, **timeouts} for url in urls]
+    options = {}
+    if urls:
+        parts = urlsplit(urls[0])
+        options = {"db": int(parts.path.strip("/") or 0)}
+        if parts.username:
+            options["username"] = unquote(parts.username)
+        if parts.password:
+            options["password"] = unquote(parts.password)
+    addresses = []
+    for entry in sentinels.split(","):
+        host, _, port = entry.strip().rpartition(":")
+        addresses.append((host or "127.0.0.1", int(port)))
+    return [
+        {
+            "sentinels": addresses,
+            "master_name": name.strip(),
+            "sentinel_kwargs": dict(timeouts),
+            **options,
+            **timeouts,
+        }
+        for name in masters.split(",")
+        if name.strip()
+    ]
+
+
+if REDIS_URL or REDIS_SENTINELS:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {
-                # redis-py 8 would apply its own defaults; say what we want.
-                "hosts": [{"address": REDIS_URL, "socket_connect_timeout": 5, "socket_timeout": 5}],
-            },
+            "CONFIG": {"hosts": redis_hosts(REDIS_URL, REDIS_SENTINELS, REDIS_SENTINEL_MASTER)},
         }
     }
 else:

@@ -228,7 +228,13 @@ async def presence(hub, principal: Principal | None, name: str) -> list[dict]:
 
 
 async def publish(
-    principal: Principal | None, name: str, event: str, data: Any, conn=None, incoming=None
+    principal: Principal | None,
+    name: str,
+    event: str,
+    data: Any,
+    conn=None,
+    incoming=None,
+    idempotency_key: str | None = None,
 ) -> Publication:
     """Publish as ``principal``; subscribers see its user, if it has one.
 
@@ -236,7 +242,8 @@ async def publish(
     decisions are cached on it, the channel's publish handler runs, and the
     publication is announced (``signals.client_published``, webhooks). Without one (the
     HTTP endpoint) the policy is asked each time and no handler runs. ``incoming`` is a
-    CloudEvent (``realtime.cloudevents.Incoming``) whose attributes are kept.
+    CloudEvent (``realtime.cloudevents.Incoming``) whose attributes are kept. A retry
+    with the same ``idempotency_key`` publishes nothing twice (``realtime.publishing``).
     """
     if principal is None:
         raise AccessDenied("authenticate first")
@@ -257,7 +264,9 @@ async def publish(
     if refusal is not None:
         raise AccessDenied(refusal)
     if conn is None:
-        return await send_publication(name, event, data, principal.user, info=info, incoming=incoming)
+        return await send_publication(
+            name, event, data, principal.user, info=info, incoming=incoming, idempotency_key=idempotency_key
+        )
     handler = handlers.handler_for(info)
     if handler is not None:
         publication = handlers.ClientPublication(
@@ -265,7 +274,9 @@ async def publish(
         )
         await handlers.run(handler, publication)
         event, data = validate_event(publication.event), publication.data
-    sent = await send_publication(name, event, data, principal.user, info=info)
+    sent = await send_publication(
+        name, event, data, principal.user, info=info, idempotency_key=idempotency_key
+    )
     if info.webhook_publications or signals.client_published.receivers:
         events.connection_event(
             signals.client_published, conn, channel=name, event=event, data=data, row=info

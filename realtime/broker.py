@@ -32,6 +32,7 @@ import secrets
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -39,15 +40,17 @@ import msgpack
 from asgiref.sync import async_to_sync
 
 from . import protocol, stats
-from .errors import ErrorCode, InvalidData, RealtimeError, Unavailable
-from .names import CONTROL_GROUP, group_name
+from .conf import settings
+from .errors import ErrorCode, InvalidData, RealtimeError, Unavailable, UnknownOutcome
+from .names import CONTROL_GROUP, group_name, is_pattern
 from .positions import EPOCH_BYTES, OFFSET_DIGITS, Position
 from .registry import ChannelInfo
 from .stores.durable import DurableHistory
-from .stores.history import MemoryHistory, RedisHistory
+from .stores.history import MemoryHistory, RedisHistory, micros, record_key
 from .stores.nodes import BEAT_INTERVAL, Node, RedisNodes, new_node
 from .stores.presence import MemoryPresence, RedisPresence
-from .stores.redis import RedisConnection, unavailable
+from .stores.redis import RedisShards, unavailable, unconfirmed
+from .topology import Topology
 
 logger = logging.getLogger("realtime")
 
@@ -60,13 +63,25 @@ REPLY = "rt.reply"
 PROBE_INTERVAL = 1.0
 PROBE_TIMEOUT = 2.0
 READY_TIMEOUT = 5.0
+READY_RESEND = 0.25
 
-# ARGV: pairs of (pubsub channel, message). Every copy of a publication that keeps no
-# history, in one round trip.
-PUBLISH = """
-for i = 1, #ARGV, 2 do redis.call('PUBLISH', ARGV[i], ARGV[i + 1]) end
-return 0
+# Every copy of a publication that keeps no history, in one round trip. KEYS: the
+# publication's idempotency record, if it has a key. ARGV: 1 deadline (Unix
+# microseconds: later than this, Redis must not publish it), 2 the record's lifetime
+# (ms), then pairs of (pubsub channel, message). Returns 1 published, 0 past the
+# deadline, 2 a duplicate of one published within the window (nothing done either way).
+# The shebang makes Redis refuse it, before it runs, on a replica or when it cannot write.
+PUBLISH = """#!lua
+local clock = redis.call('TIME')
+if tonumber(clock[1]) * 1000000 + tonumber(clock[2]) > tonumber(ARGV[1]) then return 0 end
+if #KEYS == 1 then
+  if redis.call('EXISTS', KEYS[1]) == 1 then return 2 end
+  redis.call('SET', KEYS[1], '1', 'PX', ARGV[2])
+end
+for i = 3, #ARGV, 2 do redis.call('PUBLISH', ARGV[i], ARGV[i + 1]) end
+return 1
 """
+LATE = "the broker: Redis got to the publication after its deadline; it was not published"
 
 
 class Receiver(Protocol):
@@ -83,8 +98,9 @@ class Receiver(Protocol):
         offset: int | None = None,
     ) -> None: ...
 
-    def broker_recovered(self) -> None:
-        """The broker was unreachable for a while: publications may have been lost."""
+    def broker_recovered(self, affected: Callable[[str], bool] | None = None) -> None:
+        """The broker was unreachable for a while: publications may have been lost
+        (on the subscriptions ``affected`` says, or all)."""
 
     def changed(self) -> None:
         """Keys or channels changed somewhere: re-check live connections."""
@@ -119,7 +135,9 @@ class Broker(Protocol):
     async def start(self, hub: Receiver) -> None: ...
     async def listen(self, topic: str, hub: Receiver) -> None: ...
     async def unlisten(self, topic: str, hub: Receiver) -> None: ...
-    async def publish(self, name: str, frame: str, info: ChannelInfo) -> Position | None: ...
+    async def publish(
+        self, name: str, frame: str, info: ChannelInfo, idempotency_key: str | None = None
+    ) -> Position | None: ...
     async def notice(self, name: str, frame: str) -> None: ...
     def announce_change(self) -> None: ...
     async def request(self, command: dict, timeout: float, node: str | None = None) -> Replies: ...
@@ -156,6 +174,9 @@ class LocalBroker:
         self.history = DurableHistory(MemoryHistory())
         self.presence = MemoryPresence()
         self._hubs: weakref.WeakSet[Receiver] = weakref.WeakSet()
+        # (channel, idempotency key) -> (until, position), oldest first; position is
+        # _PENDING while that publication is on its way.
+        self._keys: dict[tuple[str, str], tuple[float, object]] = {}
         self._nodes: weakref.WeakKeyDictionary[Receiver, Node] = weakref.WeakKeyDictionary()
 
     def _live(self) -> list[Receiver]:
@@ -171,12 +192,29 @@ class LocalBroker:
     async def unlisten(self, topic: str, hub: Receiver) -> None:
         pass
 
-    async def publish(self, name: str, frame: str, info: ChannelInfo) -> Position | None:
+    async def publish(
+        self, name: str, frame: str, info: ChannelInfo, idempotency_key: str | None = None
+    ) -> Position | None:
+        key = None if idempotency_key is None else (name, idempotency_key)
+        if key is not None:
+            first = self._first(key)
+            if first is _PENDING:
+                raise UnknownOutcome("a publication with this idempotency key is on its way; ask again")
+            if first is not _MISSING:
+                return first
+            self._keys[key] = (time.monotonic() + settings.IDEMPOTENCY_WINDOW, _PENDING)
         position = offset = None
-        if info.has_history:
-            # No suspension from numbering to delivery: subscribers see offsets in order.
-            position, frame = await self.history.append(name, frame, info)
-            offset = position.offset
+        try:
+            if info.has_history:
+                # No suspension from numbering to delivery: subscribers see offsets in order.
+                position, frame = await self.history.append(name, frame, info)
+                offset = position.offset
+        except BaseException:
+            if key is not None:
+                self._keys.pop(key, None)
+            raise
+        if key is not None:
+            self._keys[key] = (self._keys[key][0], position)
         here = _running_loop()
         for hub in self._live():
             if hub.loop is here:
@@ -186,6 +224,18 @@ class LocalBroker:
         if position is not None:
             await self.history.persist(name, position, frame, info)
         return position
+
+    def _first(self, key: tuple[str, str]):
+        """What the publication with this key published, if it is remembered."""
+        now = time.monotonic()
+        for old, (until, _) in list(self._keys.items()):
+            if until > now:
+                break
+            del self._keys[old]
+        found = self._keys.get(key)
+        if found is None or found[0] <= now:
+            return _MISSING
+        return found[1]
 
     async def notice(self, name: str, frame: str) -> None:
         """A frame for the channel's exact subscribers that is no publication (join, leave)."""
@@ -234,14 +284,49 @@ def _error_of(error: BaseException) -> list[str]:
     return [ErrorCode.INTERNAL_ERROR.value, ""]
 
 
+_MISSING = object()
+_PENDING = object()
+
+
 @dataclass(eq=False)
 class _Link:
-    """A hub's end of the layer: its layer channel, and what it waits for on it."""
+    """A hub's end of the layer: its layer channel, what it waits for on it, and how
+    each shard (Redis host) has been doing."""
 
     channel: str
-    probe_returned: asyncio.Event = field(default_factory=asyncio.Event)
+    # Where the hub sends its probes: its own layer channel, or with several shards one
+    # group per shard.
+    probes: list[str]
+    returned: list[asyncio.Event]
     ready: dict[str, asyncio.Future] = field(default_factory=dict)
-    node: Node | None = None
+    # Per shard: loop time the probe last started failing, the pubsub connection last
+    # reconnected, and the connection object being watched.
+    failed_at: list[float] = field(default_factory=list)
+    reconnected_at: list[float] = field(default_factory=list)
+    watched: list = field(default_factory=list)
+    reconnects: list = field(default_factory=list)
+    node: Node | None = None  # this hub in the node registry (the server API)
+
+
+class _Reconnects:
+    """A redis-py connect callback on the layer's pubsub connection to one shard: it is
+    called after the connection was re-established (and had subscribed again), which
+    means publications made meanwhile were not received here."""
+
+    def __init__(self, broker: LayerBroker, hub: Receiver, link: _Link, shard: int) -> None:
+        self.broker = broker
+        self.hub = weakref.ref(hub)
+        self.link = link
+        self.shard = shard
+
+    def connected(self, connection) -> None:
+        hub = self.hub()
+        if hub is None or hub.loop.is_closed():
+            return
+        self.link.reconnected_at[self.shard] = hub.loop.time()
+        hub.loop.call_soon(
+            self.broker._recovered, hub, self.shard, "the connection to Redis was re-established"
+        )
 
 
 class LayerBroker:
@@ -252,23 +337,37 @@ class LayerBroker:
 
     def __init__(self, layer) -> None:
         self.layer = layer
+        self.topology = Topology.of(layer)
         self.history: DurableHistory | None = None
         self.presence: RedisPresence | None = None
-        self.redis: RedisConnection | None = None
+        self.redis: RedisShards | None = None
         self.nodes: RedisNodes | None = None
-        host, self._group_prefix = _redis_host(layer)
-        if host is not None:
-            redis = self.redis = RedisConnection(host)
+        if self.topology.hosts:
+            redis = self.redis = RedisShards(self.topology.hosts, self.topology.shard_of)
             self.history = DurableHistory(RedisHistory(redis))
             self.presence = RedisPresence(redis)
-            self.nodes = RedisNodes(redis)
+            # The registry of live processes lives on the first host.
+            self.nodes = RedisNodes(redis[0])
         self._links: weakref.WeakKeyDictionary[Receiver, _Link] = weakref.WeakKeyDictionary()
 
     async def start(self, hub: Receiver) -> None:
-        link = _Link(await self.layer.new_channel("realtime.hub."))
-        link.node = new_node(link.channel)
-        await self.layer.group_add(CONTROL_GROUP, link.channel)
+        channel = await self.layer.new_channel("realtime.hub.")
+        await self.layer.group_add(CONTROL_GROUP, channel)
+        shards = max(1, self.topology.shards)
+        if self.topology.pubsub and shards > 1:
+            probes = self.topology.on_each_shard(f"rt.probe.{secrets.token_hex(8)}")
+            for group in probes:
+                await self.layer.group_add(group, channel)
+        else:
+            probes = [channel]
+        link = _Link(channel, probes, [asyncio.Event() for _ in probes])
+        link.failed_at = [0.0] * len(probes)
+        link.reconnected_at = [0.0] * len(probes)
+        link.watched = [None] * len(probes)
+        link.reconnects = [_Reconnects(self, hub, link, shard) for shard in range(len(probes))]
+        link.node = new_node(channel)
         self._links[hub] = link
+        self._watch_reconnects(link)
         hub.spawn(self._receive(hub, link))
         hub.spawn(self._watch(hub, link))
         if self.nodes is not None:
@@ -283,40 +382,81 @@ class LayerBroker:
                 logger.debug("realtime: could not renew the node registry entry: %s", error)
             await asyncio.sleep(BEAT_INTERVAL)
 
+    def _watch_reconnects(self, link: _Link) -> None:
+        """Register the reconnect callbacks on the layer's current pubsub connections."""
+        try:
+            connections = self.topology.pubsub_connections(self.layer)
+        except Exception:  # channels_redis changed its insides: the probes still watch
+            logger.debug("realtime: cannot watch the layer's pubsub connections", exc_info=True)
+            return
+        for shard, connection in enumerate(connections[: len(link.watched)]):
+            if connection is not None and connection is not link.watched[shard]:
+                connection.register_connect_callback(link.reconnects[shard].connected)
+                link.watched[shard] = connection
+
+    def _recovered(self, hub: Receiver, shard: int, how: str) -> None:
+        """Publications on ``shard`` may have been lost here: tell its subscribers."""
+        logger.warning(
+            "realtime: %s%s; telling subscribers they may have missed messages",
+            how,
+            f" (shard {shard})" if self.topology.shards > 1 else "",
+        )
+        if self.topology.shards > 1:
+            shard_of = self.topology.shard_of
+            hub.broker_recovered(lambda name: is_pattern(name) or shard_of(name) == shard)
+        else:
+            hub.broker_recovered()
+
     async def _watch(self, hub: Receiver, link: _Link) -> None:
         """Notice the broker going away and coming back.
 
-        Once a second the hub sends a probe to its own layer channel and waits for it to
-        return through Redis: that proves publishing and the (re)subscribed listening
-        connection both work. When probes return again after failing, publications may
-        have been lost in between, so every local subscriber is told.
+        Two signals, per shard. The layer's pubsub connection reconnecting (Redis
+        restarted, or failed over to another master) is reported by redis-py at once
+        (:class:`_Reconnects`). A Redis that hangs keeps its connections, so once a
+        second the hub also sends a probe through each shard and waits for it to
+        return: when probes return again after failing, and no reconnect has been
+        reported since, publications may have been lost in between.
         """
-        healthy = True
+        healthy = [True] * len(link.probes)
         counters = stats.counters
         last = hub.loop.time()
         while True:
             await asyncio.sleep(PROBE_INTERVAL)
-            link.probe_returned.clear()
+            self._watch_reconnects(link)
             sent = hub.loop.time()
-            try:
-                await asyncio.wait_for(self.layer.send(link.channel, {"type": PROBE}), PROBE_TIMEOUT)
-                await asyncio.wait_for(link.probe_returned.wait(), PROBE_TIMEOUT)
-                ok = True
+            results = await asyncio.gather(*(self._probe(link, shard) for shard in range(len(link.probes))))
+            if all(results):
                 counters.round_trip.observe(hub.loop.time() - sent)
-            except Exception:  # timeouts included
-                ok = False
+            else:
                 counters.redis_errors += 1
                 counters.outage_seconds += hub.loop.time() - last
             last = hub.loop.time()
-            counters.broker_up = int(ok)
-            if ok and not healthy:
-                logger.warning(
-                    "realtime: the broker is back; telling subscribers they may have missed messages"
-                )
-                hub.broker_recovered()
-            elif healthy and not ok:
-                logger.warning("realtime: the broker is unreachable; publications cannot be delivered")
-            healthy = ok
+            counters.broker_up = int(all(results))
+            for shard, ok in enumerate(results):
+                if ok and not healthy[shard]:
+                    # A reconnection reported since the first failed probe was sent has
+                    # told the subscribers already.
+                    if link.reconnected_at[shard] < link.failed_at[shard]:
+                        self._recovered(hub, shard, "Redis answers again")
+                elif healthy[shard] and not ok:
+                    link.failed_at[shard] = sent
+                    logger.warning("realtime: the broker is unreachable; publications cannot be delivered")
+                healthy[shard] = ok
+
+    async def _probe(self, link: _Link, shard: int) -> bool:
+        returned = link.returned[shard]
+        returned.clear()
+        target = link.probes[shard]
+        message = {"type": PROBE, "shard": shard}
+        try:
+            if target == link.channel:
+                await asyncio.wait_for(self.layer.send(target, message), PROBE_TIMEOUT)
+            else:
+                await asyncio.wait_for(self.layer.group_send(target, message), PROBE_TIMEOUT)
+            await asyncio.wait_for(returned.wait(), PROBE_TIMEOUT)
+            return True
+        except Exception:  # timeouts included
+            return False
 
     async def _receive(self, hub: Receiver, link: _Link) -> None:
         while True:
@@ -343,7 +483,9 @@ class LayerBroker:
             elif kind == CONTROL:
                 hub.changed()
             elif kind == PROBE:
-                link.probe_returned.set()
+                shard = message.get("shard", 0)
+                if 0 <= shard < len(link.returned):
+                    link.returned[shard].set()
             elif kind == COMMAND:
                 hub.spawn(self._answer(hub, link, message))
 
@@ -408,7 +550,7 @@ class LayerBroker:
             with unavailable("the broker"):
                 # The reply channel is listened to once a probe sent to it comes back.
                 await asyncio.wait_for(self.layer.send(reply_to, {"type": PROBE}), timeout)
-                await _first(collector, subscribed, max(0.0, give_up - loop.time()))
+                await _until(collector, subscribed, max(0.0, give_up - loop.time()))
                 if not subscribed.is_set():
                     raise Unavailable("the broker did not deliver to this process in time")
                 message = {
@@ -422,7 +564,7 @@ class LayerBroker:
                     await self.layer.send(target.channel, message)
                 else:
                     await self.layer.group_send(CONTROL_GROUP, message)
-                await _first(collector, finished, max(0.0, give_up - loop.time()))
+                await _until(collector, finished, max(0.0, give_up - loop.time()))
         finally:
             # Cancelling the receive also unsubscribes the reply channel (channels_redis).
             collector.cancel()
@@ -431,81 +573,152 @@ class LayerBroker:
         return Replies(list(answers.values()), missing)
 
     async def listen(self, topic: str, hub: Receiver) -> None:
-        """Join the topic's group and return once Redis delivers it here.
+        """Join the topic's group (one per shard for pattern topics) and return once
+        Redis delivers it here.
 
         A SUBSCRIBE is sent without waiting for Redis to confirm it, so a message sent
-        through the group is waited for: after that, nothing published can be missed
+        through each group is waited for: after that, nothing published can be missed
         (recovery from history relies on it).
         """
         link = self._links[hub]
-        group = group_name(topic)
-        await self.layer.group_add(group, link.channel)
-        token = secrets.token_hex(8)
-        waiter = link.ready[token] = hub.loop.create_future()
+        groups = self.topology.groups(topic)
+        async with asyncio.timeout(settings.REDIS_TIMEOUT):
+            for group in groups:
+                await self.layer.group_add(group, link.channel)
+        waiters = {}
         try:
-            await self.layer.group_send(group, {"type": READY, "token": token})
-            await asyncio.wait_for(waiter, READY_TIMEOUT)
+            async with asyncio.timeout(READY_TIMEOUT):
+                for group in groups:
+                    token = secrets.token_hex(8)
+                    waiter = waiters[token] = link.ready[token] = hub.loop.create_future()
+                    # The probe goes over another connection than the SUBSCRIBE did, and
+                    # may reach Redis first and be lost: send it again until one returns.
+                    while not waiter.done():
+                        await self.layer.group_send(group, {"type": READY, "token": token})
+                        await asyncio.wait([waiter], timeout=READY_RESEND)
         except TimeoutError:
             # Redis took the SUBSCRIBE and the PUBLISH but the probe is late (an overloaded
             # process, say): carry on; the outage watchdog reports a broker that is really gone.
             logger.warning("realtime: no confirmation from the broker for %s after %ss", topic, READY_TIMEOUT)
         finally:
-            link.ready.pop(token, None)
+            for token in waiters:
+                link.ready.pop(token, None)
 
     async def unlisten(self, topic: str, hub: Receiver) -> None:
         link = self._links.get(hub)
         if link is not None:
-            await self.layer.group_discard(group_name(topic), link.channel)
+            for group in self.topology.groups(topic):
+                await self.layer.group_discard(group, link.channel)
 
-    async def publish(self, name: str, frame: str, info: ChannelInfo) -> Position | None:
-        """One layer message per topic that may have listeners (see :func:`_topics`).
-        Redis drops a PUBLISH nobody listens to, so a process only receives the copies
-        it asked for.
+    async def publish(
+        self, name: str, frame: str, info: ChannelInfo, idempotency_key: str | None = None
+    ) -> Position | None:
+        """One layer message per topic that may have listeners (see :func:`_topics`),
+        all on the channel's shard, in one round trip. Redis drops a PUBLISH nobody
+        listens to, so a process only receives the copies it asked for.
 
         On a channel with history, the Lua script in ``realtime.stores.history``
         numbers and stores the publication and PUBLISHes the copies in one atomic step,
         so every process receives a channel's publications in offset order.
+
+        Every script carries a deadline ``REDIS_TIMEOUT`` ahead and refuses to run after
+        it, so a publication answered ``unavailable`` is never delivered later; one
+        whose answer was lost is ``unknown_outcome``. With an ``idempotency_key``, a
+        publication that Redis already took with that key on this channel (within
+        ``IDEMPOTENCY_WINDOW``) is not published again: the first one's outcome is
+        returned.
         """
         message = {"type": PUBLICATION, "channel": name, "frame": frame, "info": info.as_list()}
         if info.has_history and self.history is None:
             raise Unavailable("history needs a Redis channel layer (channels_redis)")
-        with unavailable("the broker"):
-            if not info.has_history:
-                if self._group_prefix is not None:
-                    # One round trip for the three copies, not one per copy.
-                    copies = [
-                        (f"{self._group_prefix}{group_name(key)}", msgpack.packb({**message, "via": via}))
-                        for key, via in _topics(name)
+        deadline = time.time() + settings.REDIS_TIMEOUT
+        topology = self.topology
+        if not info.has_history:
+            if topology.pubsub:
+                shard = topology.shard_of(name)
+                parts = []
+                for key, via in _topics(name):
+                    parts += [
+                        topology.channel(topology.group_on(key, shard)),
+                        self.layer.serialize({**message, "via": via}),
                     ]
-                    parts = [part for copy in copies for part in copy]
-                    await self.redis.run(PUBLISH, [], parts, "the broker")
-                    return None
-                for key, via in _topics(name):
-                    await self.layer.group_send(group_name(key), {**message, "via": via})
+                keys = [] if idempotency_key is None else [record_key(name, idempotency_key)]
+                replicas = settings.REDIS_WAIT_REPLICAS if keys else 0
+                window = int(settings.IDEMPOTENCY_WINDOW * 1000)
+                result = await self.redis[shard].run(
+                    PUBLISH, keys, [micros(deadline), window, *parts], "the broker", deadline=deadline,
+                    replicas=replicas,
+                )  # fmt: skip
+                if result == 0:
+                    raise Unavailable(LATE)
                 return None
-            if self._group_prefix is not None:
-                heads = [
-                    (f"{self._group_prefix}{group_name(key)}", _msgpack_head({**message, "via": via}))
-                    for key, via in _topics(name)
-                ]
-                position, stamped = await self.history.append(name, frame, info, heads, _MSGPACK_MIDDLE)
-            else:
-                # A layer the script cannot publish through: number first, then send.
-                # Publications from several processes at once may then arrive out of order.
-                position, stamped = await self.history.append(name, frame, info)
-                digits = f"{position.offset:0{OFFSET_DIGITS}d}"
-                for key, via in _topics(name):
-                    await self.layer.group_send(
-                        group_name(key), {**message, "via": via, "offset": digits, "epoch": position.epoch}
-                    )
+            await self._send_through_layer(name, message, None, idempotency_key)
+            return None
+        options = {
+            "deadline": deadline,
+            "idempotency_key": idempotency_key,
+            "replicas": settings.REDIS_WAIT_REPLICAS,
+        }
+        if topology.pubsub and topology.plain:
+            shard = topology.shard_of(name)
+            heads = [
+                (topology.channel(topology.group_on(key, shard)), _msgpack_head({**message, "via": via}))
+                for key, via in _topics(name)
+            ]
+            append = self.history.append
+            position, stamped = await append(name, frame, info, heads, _MSGPACK_MIDDLE, **options)
+        else:
+            # A layer the script cannot publish through: number first, then send.
+            # Publications from several processes at once may then arrive out of order.
+            position, stamped = await self.history.append(name, frame, info, **options)
+            await self._send_through_layer(name, message, position)
         await self.history.persist(name, position, stamped, info)
         return position
+
+    async def _send_through_layer(
+        self, name: str, message: dict, position: Position | None, idempotency_key: str | None = None
+    ) -> None:
+        """The copies of a publication through the layer's own ``group_send`` (layers the
+        scripts cannot publish through: encrypted, or not pub/sub). It carries no
+        deadline, so a timeout is an unknown outcome. An idempotency key is recorded as
+        pending before sending: confirmed after, forgotten if sending surely failed, and
+        left pending (a retry is told the outcome is unknown) otherwise."""
+        extra = {}
+        if position is not None:
+            extra = {"offset": f"{position.offset:0{OFFSET_DIGITS}d}", "epoch": position.epoch}
+        record = None
+        if idempotency_key is not None and self.redis is not None:
+            record = record_key(name, idempotency_key)
+            window = int(settings.IDEMPOTENCY_WINDOW * 1000)
+            first = await self.redis.of(name).run(_REMEMBER, [record], [window], "the broker")
+            if first == "1":
+                return
+            if first == "?":
+                raise UnknownOutcome("the first publication with this idempotency key has an unknown outcome")
+        try:
+            with unconfirmed("the broker", begun=position is not None):
+                async with asyncio.timeout(settings.REDIS_TIMEOUT):
+                    for key, via in _topics(name):
+                        await self.layer.group_send(group_name(key), {**message, "via": via, **extra})
+        except Unavailable:
+            if record is not None:
+                await self._record(name, record, _FORGET)
+            raise
+        if record is not None:
+            await self._record(name, record, _CONFIRM)
+
+    async def _record(self, name: str, record: str, script: str) -> None:
+        try:
+            await self.redis.of(name).run(script, [record], [], "the broker")
+        except Exception:
+            logger.warning("realtime: could not update the idempotency record %s", record, exc_info=True)
 
     async def notice(self, name: str, frame: str) -> None:
         """A frame for the channel's exact subscribers that is no publication (join, leave)."""
         message = {"type": PUBLICATION, "channel": name, "frame": frame, "info": None, "via": "exact"}
         try:
-            await self.layer.group_send(group_name(name), message)
+            async with asyncio.timeout(settings.REDIS_TIMEOUT):
+                await self.layer.group_send(group_name(name), message)
         except Exception:
             logger.warning("realtime: could not send a presence notice on %s", name, exc_info=True)
 
@@ -536,7 +749,20 @@ _MSGPACK_OFFSET = msgpack.packb("offset") + bytes([0xA0 | OFFSET_DIGITS])
 _MSGPACK_MIDDLE = msgpack.packb("epoch") + bytes([0xA0 | EPOCH_BYTES * 2])
 
 
-async def _first(collector: asyncio.Task, event: asyncio.Event, timeout: float) -> None:
+# Idempotency records of publications sent through the layer itself: "?" while one is on
+# its way (or its outcome is unknown), "1" once sent. _REMEMBER returns the record that
+# was there (nil: none, now "?").
+_REMEMBER = """
+local found = redis.call('GET', KEYS[1])
+if found then return found end
+redis.call('SET', KEYS[1], '?', 'PX', ARGV[1])
+return false
+"""
+_CONFIRM = "return redis.call('SET', KEYS[1], '1', 'KEEPTTL', 'XX')"
+_FORGET = "return redis.call('DEL', KEYS[1])"
+
+
+async def _until(collector: asyncio.Task, event: asyncio.Event, timeout: float) -> None:
     """Wait for ``event``, at most ``timeout`` seconds; a collector that failed raises."""
     waiter = asyncio.ensure_future(event.wait())
     try:
@@ -553,25 +779,6 @@ def _msgpack_head(message: dict) -> bytes:
     assert count < 16  # a fixmap
     body = b"".join(msgpack.packb(key) + msgpack.packb(value) for key, value in message.items())
     return bytes([0x80 | count]) + body + _MSGPACK_OFFSET
-
-
-def _redis_host(layer) -> tuple[dict | None, str | None]:
-    """The Redis host of a channels_redis layer (None for other layers), and the prefix
-    of its group pubsub channels when the Lua scripts can publish through it (None when
-    they cannot: encryption, a prefix in the serialisation, several hosts)."""
-    from channels_redis.utils import decode_hosts
-
-    module = type(layer).__module__
-    if not module.startswith("channels_redis"):
-        return None, None
-    if module == "channels_redis.pubsub":
-        options = layer._kwargs
-        hosts = decode_hosts(options.get("hosts") or (layer._args[0] if layer._args else None))
-        probe = {"type": "x", "n": [1, True]}
-        plain = layer.serialize(probe) == msgpack.packb(probe)  # no encryption or prefix
-        prefix = f"{options.get('prefix', 'asgi')}__group__" if plain and len(hosts) == 1 else None
-        return hosts[0], prefix
-    return layer.hosts[0], None
 
 
 _pending_announcements: set = set()

@@ -143,6 +143,22 @@ class RealtimeSettings:
     # Seconds a presence entry lives without being renewed (its process renews it every
     # third of this): how long a member of a process that died unannounced stays listed.
     PRESENCE_TTL = Setting[float](30.0, POSITIVE_NUMBER)
+    # Seconds realtime waits for Redis on any request (publish, history, presence). A
+    # publication carries a deadline this far ahead, which its Lua script checks against
+    # Redis's clock: one that Redis gets to later refuses itself, so `unavailable` never
+    # turns into a late delivery. Replies to publications wait REDIS_CLOCK_SKEW longer.
+    REDIS_TIMEOUT = Setting[float](5.0, POSITIVE_NUMBER)
+    # How far apart the server processes' clocks and Redis's may be (NTP keeps them
+    # within milliseconds): the margin between a publication's deadline and its reply wait.
+    REDIS_CLOCK_SKEW = Setting[float](1.0, NON_NEGATIVE_NUMBER)
+    # Replicas that must confirm a publication's writes (history, idempotency record)
+    # before it is answered `ok` (Redis WAIT, in the publish's round trip), and how many
+    # seconds to wait for them; unconfirmed in time: `unknown_outcome`. 0: do not wait.
+    REDIS_WAIT_REPLICAS = Setting[int](0, NON_NEGATIVE_INT)
+    REDIS_WAIT_TIMEOUT = Setting[float](0.5, POSITIVE_NUMBER)
+    # Seconds a publication's idempotency key is remembered: a publish with the same key
+    # on the same channel within it gets the first one's outcome and publishes nothing.
+    IDEMPOTENCY_WINDOW = Setting[float](300.0, POSITIVE_NUMBER)
     # Dotted path to the permission policy class.
     POLICY = Setting[str]("realtime.permissions.Policy", DOTTED_PATH, "realtime.E004")
     # Where the WebSocket consumer is mounted (realtime.routing uses /realtime/ws); the

@@ -109,7 +109,12 @@ class RealtimeConsumer(Consumer):
             # After parsing (bounded by the size limit), so the refusal carries the id.
             if not self.rate.take():
                 raise RateLimited("slow down")
-            await COMMANDS[type(command)](self, command)
+            started = time.monotonic()
+            try:
+                await COMMANDS[type(command)](self, command)
+            finally:
+                # Frames sent while this one waited (on Redis, say) queued up unread.
+                self.rate.credit(time.monotonic() - started)
         except RealtimeError as error:
             self._refuse(error, command.id if command is not None else getattr(error, "request_id", None))
         except Exception:
@@ -190,7 +195,12 @@ class RealtimeConsumer(Consumer):
 
     async def do_publish(self, command: protocol.Publish) -> None:
         publication = await actions.publish(
-            self.principal, command.channel, command.event, command.data, conn=self
+            self.principal,
+            command.channel,
+            command.event,
+            command.data,
+            conn=self,
+            idempotency_key=command.idempotency_key,
         )
         if publication.offset is None:
             self.push(protocol.ok_frame(command.id))

@@ -26,6 +26,7 @@ class ErrorCode(enum.StrEnum):
     HISTORY_DISABLED = "history_disabled"
     PRESENCE_DISABLED = "presence_disabled"
     UNAVAILABLE = "unavailable"
+    UNKNOWN_OUTCOME = "unknown_outcome"
     INTERNAL_ERROR = "internal_error"
     METHOD_NOT_FOUND = "method_not_found"
     REJECTED = "rejected"
@@ -161,7 +162,8 @@ class PresenceDisabled(RealtimeError):
 
 
 class Unavailable(RealtimeError):
-    """The broker (Redis) could not take the publication; it was not delivered."""
+    """The broker (Redis) did not take the request. A publication answered so was not
+    delivered and never will be: retrying it cannot make a duplicate."""
 
     code = ErrorCode.UNAVAILABLE
     http_status = 503
@@ -207,3 +209,12 @@ class Rejected(RealtimeError):
             if not isinstance(code, str) or not _PROJECT_CODE.fullmatch(code) or code in CLIENT_ERROR_CODES:
                 raise ValueError(f"{code!r} is not usable as an error code")
             self.code = code  # type: ignore[assignment]
+
+
+class UnknownOutcome(RealtimeError):
+    """The publication reached Redis but no answer came back (the connection was lost,
+    or replicas did not confirm it in time): it may or may not have been delivered.
+    Retry with the same idempotency key to learn which, without publishing twice."""
+
+    code = ErrorCode.UNKNOWN_OUTCOME
+    http_status = 504

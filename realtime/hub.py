@@ -414,11 +414,13 @@ class Hub:
             for frame in held:
                 conn.push(frame)
 
-    def broker_recovered(self) -> None:
-        """The broker was unreachable for a while: every subscription may have a gap."""
+    def broker_recovered(self, affected: Callable[[str], bool] | None = None) -> None:
+        """The broker was unreachable for a while: every subscription (or those that
+        ``affected`` names, the ones on one Redis shard) may have a gap."""
         for conn in list(self.connections):
             for name in list(conn.subscriptions):
-                conn.push(missed_frame(name, "broker_unavailable"))
+                if affected is None or affected(name):
+                    conn.push(missed_frame(name, "broker_unavailable"))
 
     # Presence ----------------------------------------------------------------------
 

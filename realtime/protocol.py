@@ -38,6 +38,7 @@ MAX_EVENT_LENGTH = 128
 MAX_SECRET_LENGTH = 512
 MAX_TOKEN_LENGTH = 4096
 MAX_EPOCH_LENGTH = 64
+MAX_IDEMPOTENCY_KEY_LENGTH = 128
 MAX_OFFSET = 2**53 - 1
 HISTORY_DEFAULT_LIMIT = 100
 HISTORY_MAX_LIMIT = 1000
@@ -99,6 +100,9 @@ class Publish:
     channel: str
     event: str
     data: Any
+    # A retry with the same key on the same channel (within IDEMPOTENCY_WINDOW) gets the
+    # first publication's outcome and publishes nothing.
+    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,7 +336,10 @@ def _parse_publish(request_id: RequestId, value: Any) -> Publish:
     event = _string(body, "event", "publish", MAX_EVENT_LENGTH)
     if "data" not in body:
         raise InvalidData("publish.data is required (it may be null)")
-    return Publish(request_id, channel, event, body["data"])
+    key = None
+    if body.get("idempotency_key") is not None:
+        key = _string(body, "idempotency_key", "publish", MAX_IDEMPOTENCY_KEY_LENGTH)
+    return Publish(request_id, channel, event, body["data"], key)
 
 
 def _parse_logout(request_id: RequestId, value: Any) -> Logout:

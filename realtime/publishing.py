@@ -2,8 +2,10 @@
 
 ``publish()`` and ``apublish()`` validate the channel and the event, encode the
 publication frame once, and hand it to the broker, which carries it to every server
-process. They raise a :class:`~realtime.errors.RealtimeError` subclass on bad input
-and :class:`~realtime.errors.Unavailable` when the broker cannot take the message.
+process. They raise a :class:`~realtime.errors.RealtimeError` subclass on bad input,
+:class:`~realtime.errors.Unavailable` when the broker did not take the message (it was
+not delivered and never will be), and :class:`~realtime.errors.UnknownOutcome` when
+it may or may not have been (retry with the same ``idempotency_key`` to find out).
 
 On the in-memory layer a publication reaches only the process that makes it. Made in a
 process that serves no WebSockets (a shell, a worker, a WSGI process), it reaches no one:
@@ -101,13 +103,16 @@ async def send_publication(
     *,
     info: registry.ChannelInfo,
     incoming: cloudevents.Incoming | None = None,
+    idempotency_key: str | None = None,
 ) -> Publication:
     """Encode and send a publication whose channel and access were already checked.
 
     ``user`` names who published (``Principal.user``); subscribers see it as is.
     ``info`` is the channel row ``channel`` resolved to (pattern subscribers are
     checked against it where they receive). ``incoming`` is a CloudEvent a publisher
-    sent, whose attributes are kept.
+    sent, whose attributes are kept. A publication whose ``idempotency_key`` was already
+    used on ``channel`` within ``IDEMPOTENCY_WINDOW`` is not published again: the first
+    one's offset and epoch are returned.
     """
     try:
         frame = encode_publication(channel, event, data, user, info, incoming)
@@ -120,26 +125,49 @@ async def send_publication(
     limit = settings.MAX_MESSAGE_SIZE
     if size > limit:
         raise MessageTooLarge(f"publications are limited to {limit} bytes")
-    position = await get_broker().publish(channel, frame, info)
+    position = await get_broker().publish(channel, frame, info, idempotency_key)
     stats.counters.published += 1
     if position is None:
         return Publication(channel, event, data)
     return Publication(channel, event, data, position.offset, position.epoch)
 
 
-async def apublish(channel: str, event: str, data: Any = None) -> Publication:
-    """Publish ``data`` as ``event`` on ``channel`` to every subscriber, on every process."""
+def validate_idempotency_key(key: object) -> str | None:
+    if key is None:
+        return None
+    limit = protocol.MAX_IDEMPOTENCY_KEY_LENGTH
+    if not isinstance(key, str) or not key or len(key) > limit or not protocol.is_encodable(key):
+        raise InvalidData(f"idempotency_key must be a string of 1 to {limit} characters")
+    return key
+
+
+async def apublish(
+    channel: str, event: str, data: Any = None, *, idempotency_key: str | None = None
+) -> Publication:
+    """Publish ``data`` as ``event`` on ``channel`` to every subscriber, on every process.
+
+    Give an ``idempotency_key`` (a UUID, say) to retry safely after ``UnknownOutcome``:
+    a publish with the same key on the same channel within ``IDEMPOTENCY_WINDOW``
+    returns the first one's outcome and delivers nothing again.
+    """
     _warn_if_nobody_hears(2)
     validate_channel_name(channel)
     validate_event(event)
+    validate_idempotency_key(idempotency_key)
     info = await registry.aresolve(channel)
     if info is None:
         raise InvalidChannel(f"no active channel covers {channel!r}")
-    return await send_publication(channel, event, data, info=info)
+    return await send_publication(channel, event, data, info=info, idempotency_key=idempotency_key)
 
 
 def publish(
-    channel: str, event: str, data: Any = None, *, on_commit: bool = False, using: str | None = None
+    channel: str,
+    event: str,
+    data: Any = None,
+    *,
+    on_commit: bool = False,
+    using: str | None = None,
+    idempotency_key: str | None = None,
 ) -> Publication | None:
     """Synchronous :func:`apublish`, for views, signals, tasks and management commands.
 
@@ -159,6 +187,11 @@ def publish(
             protocol.encode(data)
         except (TypeError, ValueError) as error:
             raise InvalidData(f"data is not JSON-serialisable: {error}") from None
-        transaction.on_commit(lambda: async_to_sync(apublish)(channel, event, data), using=using, robust=True)
+        validate_idempotency_key(idempotency_key)
+        transaction.on_commit(
+            lambda: async_to_sync(apublish)(channel, event, data, idempotency_key=idempotency_key),
+            using=using,
+            robust=True,
+        )
         return None
-    return async_to_sync(apublish)(channel, event, data)
+    return async_to_sync(apublish)(channel, event, data, idempotency_key=idempotency_key)

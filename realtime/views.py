@@ -142,7 +142,9 @@ async def _publish(request) -> JsonResponse:
         except ValueError:
             raise InvalidData("body is not valid JSON") from None
         command = protocol.PARSERS["publish"](None, body)
-        publication = await actions.publish(principal, command.channel, command.event, command.data)
+        publication = await actions.publish(
+            principal, command.channel, command.event, command.data, idempotency_key=command.idempotency_key
+        )
     reply = {"ok": True}
     if publication.offset is not None:
         reply.update(offset=publication.offset, epoch=publication.epoch)

@@ -79,39 +79,69 @@ def redis_server_binary() -> str:
 
 
 class RedisServer:
-    def __init__(self, workdir: Path) -> None:
+    """A redis-server on a free loopback port (the same port again after a restart).
+
+    ``persistent``: an append-only file synced on every write, so what Redis
+    acknowledged survives SIGKILL. ``replica_of``: start as a replica of that server.
+    """
+
+    def __init__(
+        self, workdir: Path, *, persistent: bool = False, replica_of: RedisServer | None = None
+    ) -> None:
         self.workdir = workdir
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.persistent = persistent
+        self.replica_of = replica_of
         self.process: subprocess.Popen | None = None
+
+    def command(self) -> list[str]:
+        command = [
+            redis_server_binary(),
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--dir", str(self.workdir),
+            "--dbfilename", f"dump-{self.port}.rdb",
+        ]  # fmt: skip
+        if self.persistent:
+            command += ["--appendonly", "yes", "--appendfsync", "always"]
+            command += ["--appendfilename", f"appendonly-{self.port}.aof"]
+            command += ["--appenddirname", f"aof-{self.port}"]
+        else:
+            command += ["--appendonly", "no"]
+        if self.replica_of is not None:
+            command += ["--replicaof", "127.0.0.1", str(self.replica_of.port)]
+        # A replica that (re)connects is synced at once, not after the default 5 s wait
+        # for more replicas to share the transfer.
+        command += ["--repl-diskless-sync-delay", "0"]
+        return command
 
     def start(self) -> RedisServer:
         log = self.workdir / f"redis-{self.port}.log"
-        self.process = subprocess.Popen(
-            [
-                redis_server_binary(),
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--save", "",
-                "--appendonly", "no",
-                "--dir", str(self.workdir),
-            ],
-            stdout=log.open("w"),
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        self.process = subprocess.Popen(self.command(), stdout=log.open("a"), stderr=subprocess.STDOUT)
         wait_for_port(self.port, self.process, log)
         return self
 
-    def flush(self) -> None:
-        """FLUSHALL: what losing Redis's data (not the server) looks like."""
+    def client(self):
         import redis
 
-        with redis.Redis.from_url(self.url) as client:
+        return redis.Redis.from_url(self.url, socket_timeout=5)
+
+    def flush(self) -> None:
+        """FLUSHALL: what losing Redis's data (not the server) looks like."""
+        with self.client() as client:
             client.flushall()
 
     def stop(self) -> None:
         if self.process is not None:
             stop(self.process)
+
+    def kill(self) -> None:
+        """SIGKILL: Redis dies at once, without closing anything properly."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
 
     def pause(self) -> None:
         """SIGSTOP: a Redis that hangs (takes connections, never answers)."""
@@ -119,6 +149,54 @@ class RedisServer:
 
     def resume(self) -> None:
         self.process.send_signal(signal.SIGCONT)
+
+
+class RedisSentinel:
+    """A redis-server in Sentinel mode watching ``master`` under ``name``."""
+
+    def __init__(
+        self, workdir: Path, master: RedisServer, *, name: str = "mymaster", quorum: int = 2
+    ) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.master = master
+        self.name = name
+        self.quorum = quorum
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> RedisSentinel:
+        config = self.workdir / f"sentinel-{self.port}.conf"
+        config.write_text(
+            f"port {self.port}\n"
+            "bind 127.0.0.1\n"
+            f"dir {self.workdir}\n"
+            f"sentinel monitor {self.name} 127.0.0.1 {self.master.port} {self.quorum}\n"
+            # Long enough that a busy machine's slow answer is not taken for a dead master.
+            f"sentinel down-after-milliseconds {self.name} 3000\n"
+            f"sentinel failover-timeout {self.name} 10000\n"
+            f"sentinel parallel-syncs {self.name} 1\n"
+        )
+        log = self.workdir / f"sentinel-{self.port}.log"
+        self.process = subprocess.Popen(
+            [redis_server_binary(), str(config), "--sentinel"], stdout=log.open("a"), stderr=subprocess.STDOUT
+        )
+        wait_for_port(self.port, self.process, log)
+        return self
+
+    def master_address(self) -> tuple[str, int]:
+        import redis
+
+        with redis.Redis(port=self.port, socket_timeout=5, decode_responses=True) as client:
+            host, port = client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.name)
+        return host, int(port)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop(self.process)
 
 
 class AsgiServer:
@@ -141,6 +219,7 @@ class AsgiServer:
         self.redis_url = redis_url
         self.realtime = realtime or {}
         self.server = server
+        # More of the settings' environment (REDIS_SENTINELS, REALTIME_TEST_APPS, ...).
         self.env = env or {}
         self.process: subprocess.Popen | None = None
         self.log = workdir / f"{server}-{self.port}.log"

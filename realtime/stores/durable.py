@@ -46,14 +46,19 @@ class DurableHistory:
                 await self.store.restore(name, info, epoch, offset, rows)
         raise Unavailable("the durable history could not be restored")
 
-    async def append(self, name: str, frame: str, info: ChannelInfo, copies=(), middle=b"") -> tuple:
-        """Number and keep a publication: ``(position, stamped frame)`` (see the stores).
+    async def append(
+        self, name: str, frame: str, info: ChannelInfo, copies=(), middle=b"", **options
+    ) -> tuple:
+        """Number and keep a publication: ``(position, stamped frame)`` (see the stores;
+        ``options`` are the Redis store's deadline, idempotency key and replicas).
 
         When nothing needs restoring, nothing is awaited but the store's own append: the
         in-memory broker relies on that to deliver in numbering order.
         """
         append = self.store.append
-        return await self._with_restore(name, info, lambda: append(name, frame, info, copies, middle))
+        return await self._with_restore(
+            name, info, lambda: append(name, frame, info, copies, middle, **options)
+        )
 
     async def read(self, name: str, info: ChannelInfo, since: int, limit: int, epoch: str | None) -> Page:
         stats.counters.history_reads += 1
@@ -69,10 +74,12 @@ class DurableHistory:
             await sync_to_async(forget)(name)
         await self.store.remove(name)
 
-    async def persist(self, name: str, position: Position, frame: str, info: ChannelInfo) -> None:
+    async def persist(self, name: str, position: Position, frame: str | None, info: ChannelInfo) -> None:
         """Write a durable channel's publication to the database (a thread hop, durable
-        channels only). A failure is logged: the publication was delivered already."""
-        if not info.history_durable:
+        channels only; writing one twice keeps one). A failure is logged: the
+        publication was delivered already. ``frame`` None: nothing to write (a duplicate
+        whose frame the store no longer keeps)."""
+        if not info.history_durable or frame is None:
             return
         try:
             await sync_to_async(store)(name, position.offset, position.epoch, frame, info)

@@ -32,12 +32,15 @@ from collections import deque
 from dataclasses import dataclass
 
 from .. import protocol
+from ..conf import settings
+from ..errors import Unavailable
 from ..positions import Position, new_epoch
 from ..registry import ChannelInfo
-from .redis import RedisConnection, unavailable
+from .redis import RedisShards
 
 META_GRACE = 7 * 24 * 3600  # seconds a stream's epoch and offset outlive its last publication
 KEY_PREFIX = "realtime:history:"
+IDEMPOTENCY_PREFIX = "realtime:idem:"
 
 
 class StreamMissing(Exception):
@@ -111,11 +114,12 @@ class MemoryHistory:
             stream.entries = deque(stream.entries, maxlen=info.history_size)
         return stream
 
-    async def append(self, name: str, frame: str, info: ChannelInfo, copies=(), middle=b"") -> tuple:
+    async def append(self, name: str, frame: str, info: ChannelInfo, copies=(), middle=b"", **redis) -> tuple:
         """Number and keep a publication: ``(position, stamped frame)``.
 
         Nothing here suspends, so a caller that delivers right after the await delivers
-        in numbering order. (``copies`` and ``middle`` are the Redis store's.)
+        in numbering order. (``copies``, ``middle`` and the keyword options are the
+        Redis store's; the in-memory broker deduplicates idempotency keys itself.)
         """
         stream = self._stream(name, info)
         now = time.time()
@@ -173,12 +177,30 @@ def _page(entries, position: Position, since: int, epoch: str | None, info: Chan
 
 # In Redis --------------------------------------------------------------------------
 
-# KEYS: meta hash (epoch, offset), log sorted set (score offset, member "time:frame").
-# ARGV: 1 frame (unstamped), 2 size, 3 ttl, 4 new epoch, 5 durable ("1": never invent an
-# epoch, the database holds it), 6 meta grace, 7 msgpack middle (between offset and
-# epoch), 8 copy count, then pairs of (pubsub channel, msgpack head).
-# Returns {offset, epoch, stamped frame}, or {-1} when a durable stream must be restored.
-APPEND = """
+# KEYS: meta hash (epoch, offset), log sorted set (score offset, member "time:frame"),
+# and the publication's idempotency record if it has a key. ARGV: 1 frame (unstamped),
+# 2 size, 3 ttl, 4 new epoch, 5 durable ("1": never invent an epoch, the database holds
+# it), 6 meta grace, 7 msgpack middle (between offset and epoch), 8 deadline (Unix
+# microseconds: later than this, Redis must not publish it), 9 idempotency record
+# lifetime (ms), 10 copy count, then pairs of (pubsub channel, msgpack head).
+# Returns {offset, epoch, stamped frame}; {-1} when a durable stream must be restored;
+# {-2, offset, epoch, stored frame or nil} for a duplicate of a publication made within
+# the window (nothing done); {-3} past the deadline (nothing done). The shebang makes
+# Redis refuse the script, before it runs, on a replica or when it cannot write.
+APPEND = """#!lua
+local clock = redis.call('TIME')
+if tonumber(clock[1]) * 1000000 + tonumber(clock[2]) > tonumber(ARGV[8]) then return {-3} end
+if #KEYS == 3 then
+  local first = redis.call('GET', KEYS[3])
+  if first then
+    local split = string.find(first, ':', 1, true)
+    local at = string.sub(first, 1, split - 1)
+    local kept = redis.call('ZRANGEBYSCORE', KEYS[2], at, at)
+    local frame = false
+    if kept[1] then frame = string.sub(kept[1], string.find(kept[1], ':', 1, true) + 1) end
+    return {-2, tonumber(at), string.sub(first, split + 1), frame}
+  end
+end
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   if ARGV[5] == '1' then return {-1} end
@@ -186,8 +208,7 @@ if not epoch then
   redis.call('HSET', KEYS[1], 'epoch', epoch)
 end
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
-local now = redis.call('TIME')
-local seconds = tonumber(now[1]) + tonumber(now[2]) / 1000000
+local seconds = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local digits = string.format('%020d', offset)
 local frame = string.sub(ARGV[1], 1, -3) .. ',"offset":' .. string.format('%d', offset)
   .. ',"epoch":"' .. epoch .. '"}}'
@@ -208,8 +229,9 @@ else
   redis.call('PERSIST', KEYS[1])
   redis.call('PERSIST', KEYS[2])
 end
-for i = 1, tonumber(ARGV[8]) do
-  redis.call('PUBLISH', ARGV[7 + 2 * i], ARGV[8 + 2 * i] .. digits .. ARGV[7] .. epoch)
+if #KEYS == 3 then redis.call('SET', KEYS[3], string.format('%d', offset) .. ':' .. epoch, 'PX', ARGV[9]) end
+for i = 1, tonumber(ARGV[10]) do
+  redis.call('PUBLISH', ARGV[9 + 2 * i], ARGV[10 + 2 * i] .. digits .. ARGV[7] .. epoch)
 end
 return {offset, epoch, frame}
 """
@@ -247,9 +269,26 @@ return 1
 """
 
 
+# KEYS: meta, log. Forget a stream (the server API's history_remove).
+REMOVE = """#!lua
+redis.call('DEL', KEYS[1], KEYS[2])
+return 0
+"""
+
+
 def keys_for(name: str) -> list[str]:
     # The braces are a Redis Cluster hash tag: both keys of a stream live together.
     return [f"{KEY_PREFIX}{{{name}}}:meta", f"{KEY_PREFIX}{{{name}}}:log"]
+
+
+def record_key(name: str, idempotency_key: str) -> str:
+    """Where Redis remembers a publication's idempotency key, next to the channel's stream."""
+    return f"{IDEMPOTENCY_PREFIX}{{{name}}}:{idempotency_key}"
+
+
+def micros(deadline: float) -> int:
+    """A Unix time as the whole microseconds the scripts compare with Redis's ``TIME``."""
+    return int(deadline * 1_000_000)
 
 
 def _split_entry(member: str) -> tuple[float, str]:
@@ -258,37 +297,64 @@ def _split_entry(member: str) -> tuple[float, str]:
 
 
 class RedisHistory:
-    """Streams in Redis, shared by every server process."""
+    """Streams in Redis, shared by every server process; each channel's stream is on
+    the host (shard) that carries its publications."""
 
-    def __init__(self, redis: RedisConnection) -> None:
+    def __init__(self, redis: RedisShards) -> None:
         self.redis = redis
 
-    async def _call(self, script: str, name: str, args: list):
-        result = await self.redis.run(script, keys_for(name), args, "history")
+    async def _call(self, script: str, name: str, args: list, keys: list | None = None, **options):
+        keys = keys or keys_for(name)
+        result = await self.redis.of(name).run(script, keys, args, "history", **options)
         if result[0] == -1:
             raise StreamMissing(name)
         return result
 
-    async def append(self, name: str, frame: str, info: ChannelInfo, copies=(), middle=b"") -> tuple:
+    async def append(
+        self,
+        name: str,
+        frame: str,
+        info: ChannelInfo,
+        copies=(),
+        middle=b"",
+        *,
+        deadline: float | None = None,
+        idempotency_key: str | None = None,
+        replicas: int = 0,
+    ) -> tuple:
         """Number and keep a publication, and PUBLISH each ``(pubsub channel, msgpack
-        head)`` copy in the same atomic step: ``(position, stamped frame)``."""
+        head)`` copy in the same atomic step: ``(position, stamped frame)``.
+
+        Redis refuses it after ``deadline`` (Unix time; ``Unavailable``). A publication
+        whose ``idempotency_key`` was used on the channel within ``IDEMPOTENCY_WINDOW``
+        is not published again: the first one's position is returned, with its frame if
+        the stream still keeps it (else None). ``replicas``: see ``RedisConnection.run``.
+        """
+        if deadline is None:
+            deadline = time.time() + settings.REDIS_TIMEOUT
+        keys = keys_for(name)
+        if idempotency_key is not None:
+            keys.append(record_key(name, idempotency_key))
         args = [frame, info.history_size, info.history_ttl, new_epoch(), "1" if info.history_durable else "0"]
-        args += [META_GRACE, middle, len(copies)]
+        args += [META_GRACE, middle, micros(deadline), int(settings.IDEMPOTENCY_WINDOW * 1000), len(copies)]
         for channel, head in copies:
             args += [channel, head]
-        result = await self._call(APPEND, name, args)
+        result = await self._call(APPEND, name, args, keys, deadline=deadline, replicas=replicas)
+        if result[0] == -3:
+            raise Unavailable("history: Redis got to the publication after its deadline; not published")
+        if result[0] == -2:
+            return Position(int(result[1]), result[2]), (result[3] if len(result) > 3 else None)
         return Position(int(result[0]), result[1]), result[2]
 
     async def remove(self, name: str) -> None:
         """Forget the stream: its next publication starts a new epoch at offset 1."""
-        with unavailable("history"):
-            await self.redis.client().delete(*keys_for(name))
+        await self.redis.of(name).run(REMOVE, keys_for(name), [], "history")
 
     async def restore(self, name: str, info: ChannelInfo, epoch: str, offset: int, rows: list) -> None:
         args = [epoch, offset, info.history_ttl, META_GRACE]
         for row_offset, stamp, frame in rows:
             args += [row_offset, f"{stamp:.6f}:{frame}"]
-        await self.redis.run(RESTORE, keys_for(name), args, "history")
+        await self.redis.of(name).run(RESTORE, keys_for(name), args, "history")
 
     async def read(self, name: str, info: ChannelInfo, since: int, limit: int, epoch: str | None) -> Page:
         args = [max(since, 0), limit, new_epoch(), "1" if info.history_durable else "0"]

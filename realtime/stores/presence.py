@@ -25,7 +25,7 @@ import json
 import time
 from dataclasses import dataclass, field
 
-from .redis import RedisConnection
+from .redis import RedisShards
 
 KEY_PREFIX = "realtime:presence:"
 SWEEP_BATCH = 100
@@ -200,11 +200,13 @@ def _decode(entry: str) -> dict:
 
 
 class RedisPresence:
-    def __init__(self, redis: RedisConnection) -> None:
+    """Entries in Redis, on the host (shard) that carries the channel's publications."""
+
+    def __init__(self, redis: RedisShards) -> None:
         self.redis = redis
 
     async def _run(self, script: str, channel: str, args: list):
-        first, left, before, after = await self.redis.run(
+        first, left, before, after = await self.redis.of(channel).run(
             script, _keys(channel), [time.time(), *args], "presence"
         )
         return first, [_decode(entry) for entry in left], int(before), int(after)

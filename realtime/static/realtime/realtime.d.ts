@@ -19,6 +19,7 @@ export declare const ERROR_CODES: Readonly<{
   HISTORY_DISABLED: "history_disabled";
   PRESENCE_DISABLED: "presence_disabled";
   UNAVAILABLE: "unavailable";
+  UNKNOWN_OUTCOME: "unknown_outcome";
   INTERNAL_ERROR: "internal_error";
   METHOD_NOT_FOUND: "method_not_found";
   REJECTED: "rejected";
@@ -307,7 +308,8 @@ export declare class RealtimeClient extends EventTarget {
     onMessage?: (message: Message<T>, subscription: Subscription<T>) => void,
     options?: SubscribeOptions,
   ): Subscription<T>;
-  publish(channel: string, event: string, data?: unknown): Promise<OkReply>;
+  /** `idempotencyKey`: a retry with the same key on the same channel publishes nothing twice. */
+  publish(channel: string, event: string, data?: unknown, options?: { idempotencyKey?: string }): Promise<OkReply>;
   /** Stored publications after `since` (default 0), at most `limit` (1-1000, default 100). */
   history<T = Json>(channel: string, options?: { since?: number; limit?: number; epoch?: string }): Promise<HistoryPage<T>>;
   /** Who is subscribed to a channel with presence. */

@@ -89,6 +89,7 @@ export const ERROR_CODES = Object.freeze({
   HISTORY_DISABLED: "history_disabled",
   PRESENCE_DISABLED: "presence_disabled",
   UNAVAILABLE: "unavailable",
+  UNKNOWN_OUTCOME: "unknown_outcome",
   INTERNAL_ERROR: "internal_error",
   METHOD_NOT_FOUND: "method_not_found",
   REJECTED: "rejected",
@@ -378,8 +379,15 @@ export class RealtimeClient extends EventTarget {
     return subscription;
   }
 
-  publish(channel, event, data = null) {
-    return this._request("publish", {channel, event, data: data === undefined ? null : data});
+  /**
+   * Publish `data` as `event`. With `options.idempotencyKey` (a UUID, say), a retry after
+   * an "unknown_outcome" error with the same key gets the first publication's outcome and
+   * delivers nothing twice; "unavailable" means it was not delivered and never will be.
+   */
+  publish(channel, event, data = null, options = {}) {
+    const body = {channel, event, data: data === undefined ? null : data};
+    if (options.idempotencyKey != null) body.idempotency_key = options.idempotencyKey;
+    return this._request("publish", body);
   }
 
   /**
@@ -932,7 +940,7 @@ export class RealtimeClient extends EventTarget {
   }
 
   /** Subscribe on the server for `subscriptions` (all on `channel`), recovering if it can. */
-  _renew(channel, subscriptions) {
+  _renew(channel, subscriptions, attempt = 0) {
     if (this._onSse) {
       this._sseChanged();
       return;
@@ -960,6 +968,17 @@ export class RealtimeClient extends EventTarget {
         // A dropped connection renews every live subscription on the next one.
         if (error.code === CLIENT_ERROR_CODES.DISCONNECTED || error.code === CLIENT_ERROR_CODES.CLOSED) return;
         const live = subscriptions.filter((subscription) => subscription.active);
+        // Redis is briefly away (a restart, a failover): a renewal of confirmed subscriptions
+        // tries again, with the reconnect back-off, rather than ending them and losing what
+        // recovery would replay.
+        if (error.code === ERROR_CODES.UNAVAILABLE && live.length && live.every((s) => s._settled)) {
+          const {minDelay, maxDelay, factor} = {...DEFAULTS.reconnect, ...(this.options.reconnect || {})};
+          setTimeout(() => {
+            const still = live.filter((subscription) => subscription.active);
+            if (still.length && this._ready) this._renew(channel, still, attempt + 1);
+          }, Math.min(maxDelay, minDelay * factor ** attempt));
+          return;
+        }
         this._remove(live);
         for (const subscription of live) {
           // A first refusal rejects `ready`; a refused renewal is reported as an ended subscription.
