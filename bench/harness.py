@@ -36,9 +36,24 @@ def rss_kib(pid: int) -> int:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time the process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    """CPU time the process (all its threads) has used so far.
+
+    From each thread's ``schedstat`` (nanoseconds), which short rounds need: ``stat``
+    counts in clock ticks (10 ms). Threads that ended meanwhile are in ``stat`` only, so
+    the larger of the two is taken.
+    """
+    ticks = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    from_stat = (int(ticks[11]) + int(ticks[12])) / CLOCK_TICKS
+    total = 0
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            try:
+                total += int(Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue
+    except OSError:
+        return from_stat
+    return max(total / 1e9, from_stat)
 
 
 def machine_cpu() -> tuple[float, float, float]:
@@ -73,6 +88,7 @@ class CpuMeter:
             name: (sum(cpu_seconds(p) for p in pids) - self.before[name]) / wall
             for name, pids in self.groups.items()
         }
+        cpu["wall"] = wall  # seconds: cores x wall = CPU seconds
         cpu["machine"] = (machine[0] - self.machine[0]) / wall
         cpu["others"] = max(0.0, cpu["machine"] - sum(cpu[name] for name in self.groups))
         cpu["steal"] = (machine[1] - self.machine[1]) / wall
@@ -287,6 +303,8 @@ class Generators:
     def __init__(self, workdir: Path, count: int, tag: str) -> None:
         self.members = [Generator(workdir, f"{tag}-{n}") for n in range(count)]
         self.subscribers = [0] * count
+        # (first index, count, member) of each share of subscribers opened
+        self.ranges: list[tuple[int, int, int]] = []
 
     def connect(
         self,
@@ -305,7 +323,8 @@ class Generators:
         ]
         offset = sum(self.subscribers)
         per_process = max(1, concurrency // len(self.members))
-        for gen, share in zip(self.members, shares, strict=True):
+        for n, (gen, share) in enumerate(zip(self.members, shares, strict=True)):
+            self.ranges.append((offset, share, n))
             gen.send(
                 "connect",
                 count=share,
@@ -336,10 +355,22 @@ class Generators:
             "error": next((r["error"] for r in replies if r["error"]), None),
         }
 
-    def expect(self, per_subscriber: int, timeout: float) -> None:
-        for gen, subs in zip(self.members, self.subscribers, strict=True):
-            gen.send("expect", count=subs * per_subscriber, timeoutMs=int(timeout * 1000))
+    def expect(self, per_subscriber: int | list[int], timeout: float) -> None:
+        """Each subscriber gets ``per_subscriber`` deliveries, or each member the count
+        in that list."""
+        for n, (gen, subs) in enumerate(zip(self.members, self.subscribers, strict=True)):
+            count = per_subscriber[n] if isinstance(per_subscriber, list) else subs * per_subscriber
+            gen.send("expect", count=count, timeoutMs=int(timeout * 1000))
             gen.wait("expecting", 10)
+
+    def share(self, plan: list[str]) -> list[int]:
+        """Deliveries each member gets from publishes to own channels ``bench/<index>``."""
+        counts = [0] * len(self.members)
+        for name in plan:
+            index = int(name.rsplit("/", 1)[1])
+            member = next(n for first, count, n in self.ranges if first <= index < first + count)
+            counts[member] += 1
+        return counts
 
     def results(self, timeout: float) -> list[dict]:
         return [gen.wait("result", timeout) for gen in self.members]

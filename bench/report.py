@@ -65,6 +65,10 @@ def line(label: str, row: dict) -> str:
     keep = (
         "subscribers",
         "connections",
+        "window",
+        "publishes_per_s",
+        "cpu_us_per_delivery",
+        "cpu_us_per_publish",
         "deliveries_per_s",
         "p50_ms",
         "p99_ms",

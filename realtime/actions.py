@@ -22,6 +22,7 @@ from .errors import (
     InvalidCredentials,
     InvalidData,
     PresenceDisabled,
+    RealtimeError,
     TooManySubscriptions,
 )
 from .names import is_pattern, pattern_prefix, topic, validate_channel_name, validate_subscription_name
@@ -225,6 +226,33 @@ async def presence(hub, principal: Principal | None, name: str) -> list[dict]:
     members, change = await hub.broker.presence.members(name)
     await hub.presence_changed(name, info, change)
     return members
+
+
+def ready_to_publish(conn, name: str) -> bool:
+    """Whether ``conn``'s publish on ``name`` can be checked from caches alone, with
+    nothing to await before it reaches the broker and no publish handler to run (the
+    policy's decision is made now if it can be). The consumer then sends it on without
+    waiting for the publish before it to be answered: publishes in a row are pipelined,
+    in order. False: :func:`publish` decides it on its own, the long way."""
+    principal = conn.principal
+    if principal is None or not principal.can_write:
+        return False
+    try:
+        name = validate_channel_name(name)
+    except RealtimeError:
+        return False
+    info = registry.cached(name)
+    if info is None or handlers.handler_for(info) is not None:
+        return False
+    writable = conn.writable
+    if name not in writable:
+        decided, refusal = permissions.write_refusal_now(principal, name, info)
+        if not decided:
+            return False
+        if len(writable) >= settings.DECISION_CACHE_SIZE:
+            writable.clear()
+        writable[name] = refusal
+    return True
 
 
 async def publish(

@@ -139,6 +139,10 @@ class Broker(Protocol):
         self, name: str, frame: str, info: ChannelInfo, idempotency_key: str | None = None
     ) -> Position | None: ...
     async def notice(self, name: str, frame: str) -> None: ...
+    def pipelined(self) -> bool:
+        """Whether publishes started one after the other, without waiting for each
+        other, still reach subscribers in that order."""
+
     def announce_change(self) -> None: ...
     async def request(self, command: dict, timeout: float, node: str | None = None) -> Replies: ...
 
@@ -188,6 +192,9 @@ class LocalBroker:
 
     async def listen(self, topic: str, hub: Receiver) -> None:
         pass
+
+    def pipelined(self) -> bool:
+        return True  # numbered and delivered with nothing awaited in between
 
     async def unlisten(self, topic: str, hub: Receiver) -> None:
         pass
@@ -349,6 +356,8 @@ class LayerBroker:
             # The registry of live processes lives on the first host.
             self.nodes = RedisNodes(redis[0])
         self._links: weakref.WeakKeyDictionary[Receiver, _Link] = weakref.WeakKeyDictionary()
+        # Channel name -> what its publications' layer messages share (see _copies).
+        self._layout: dict[str, _Layout] = {}
 
     async def start(self, hub: Receiver) -> None:
         channel = await self.layer.new_channel("realtime.hub.")
@@ -604,6 +613,13 @@ class LayerBroker:
             for token in waiters:
                 link.ready.pop(token, None)
 
+    def pipelined(self) -> bool:
+        """The scripts go out on one pipelined connection per shard, in order
+        (``stores.redis``). Not so through the layer's own ``group_send`` (a layer the
+        scripts cannot append to), nor with ``REDIS_WAIT_REPLICAS`` (each publication
+        then waits for its replicas on a connection of its own)."""
+        return self.topology.pubsub and self.topology.plain and not settings.REDIS_WAIT_REPLICAS
+
     async def unlisten(self, topic: str, hub: Receiver) -> None:
         link = self._links.get(hub)
         if link is not None:
@@ -635,13 +651,7 @@ class LayerBroker:
         topology = self.topology
         if not info.has_history:
             if topology.pubsub:
-                shard = topology.shard_of(name)
-                parts = []
-                for key, via in _topics(name):
-                    parts += [
-                        topology.channel(topology.group_on(key, shard)),
-                        self.layer.serialize({**message, "via": via}),
-                    ]
+                shard, parts = self._copies(name, frame, info, message)
                 keys = [] if idempotency_key is None else [record_key(name, idempotency_key)]
                 replicas = settings.REDIS_WAIT_REPLICAS if keys else 0
                 window = int(settings.IDEMPOTENCY_WINDOW * 1000)
@@ -674,6 +684,28 @@ class LayerBroker:
             await self._send_through_layer(name, message, position)
         await self.history.persist(name, position, stamped, info)
         return position
+
+    def _copies(self, name: str, frame: str, info: ChannelInfo, message: dict) -> tuple[int, list]:
+        """The shard of ``name`` and ``[pubsub channel, layer message, ...]`` for each copy
+        of a publication without history. With a plain msgpack layer the message is
+        packed once, from parts kept per channel name; the copies differ in ``via`` only."""
+        topology = self.topology
+        layout = self._layout.get(name)
+        if layout is None:
+            shard = topology.shard_of(name)
+            copies = [(topology.channel(topology.group_on(key, shard)), via) for key, via in _topics(name)]
+            if len(self._layout) >= LAYOUT_CACHE_SIZE:
+                self._layout.clear()
+            layout = self._layout[name] = _Layout(shard, copies, _msgpack_prefix(name))
+        if not topology.plain:
+            serialize = self.layer.serialize
+            return layout.shard, [
+                p for c, via in layout.copies for p in (c, serialize({**message, "via": via}))
+            ]
+        if layout.info is not info:
+            layout.info, layout.info_bytes = info, _INFO_KEY + msgpack.packb(info.as_list())
+        body = layout.prefix + _FRAME_KEY + msgpack.packb(frame) + layout.info_bytes
+        return layout.shard, [p for c, via in layout.copies for p in (c, body + _VIA[via])]
 
     async def _send_through_layer(
         self, name: str, message: dict, position: Position | None, idempotency_key: str | None = None
@@ -771,6 +803,37 @@ async def _until(collector: asyncio.Task, event: asyncio.Event, timeout: float) 
         waiter.cancel()
     if collector.done() and not collector.cancelled() and collector.exception() is not None:
         raise collector.exception()
+
+
+LAYOUT_CACHE_SIZE = 10_000  # channel names whose layer-message parts are kept
+
+# A publication's layer message without history: a map of five, packed in parts.
+_FRAME_KEY = msgpack.packb("frame")
+_INFO_KEY = msgpack.packb("info")
+_VIA = {via: msgpack.packb("via") + msgpack.packb(via) for via in ("exact", "tree", "all")}
+
+
+def _msgpack_prefix(name: str) -> bytes:
+    """The map header (five entries) and the type and channel of ``name``'s publications."""
+    return (
+        bytes([0x85])
+        + msgpack.packb("type")
+        + msgpack.packb(PUBLICATION)
+        + msgpack.packb("channel")
+        + (msgpack.packb(name))
+    )
+
+
+@dataclass(eq=False, slots=True)
+class _Layout:
+    """What every publication on one channel shares: its shard, the pubsub channel and
+    ``via`` of each copy, and the packed parts of its layer message."""
+
+    shard: int
+    copies: list[tuple[str, str]]
+    prefix: bytes
+    info: ChannelInfo | None = None
+    info_bytes: bytes = b""
 
 
 def _msgpack_head(message: dict) -> bytes:

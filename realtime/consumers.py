@@ -14,9 +14,11 @@ that touch the database hop, through sync_to_async).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
+from collections import deque
 from collections.abc import Callable
 
 from . import actions, auth, events, protocol, rpc, signals
@@ -34,6 +36,7 @@ from .errors import (
     Unavailable,
 )
 from .names import validate_subscription_name
+from .outbox import step
 from .quotas import quotas
 from .ratelimit import TokenBucket
 from .runtime import get_hub
@@ -44,6 +47,9 @@ logger = logging.getLogger("realtime")
 MALFORMED = frozenset({ErrorCode.INVALID_DATA, ErrorCode.MESSAGE_TOO_LARGE})
 # Failed authentications; MAX_AUTH_FAILURES of them close the socket (4002).
 AUTH_FAILED = frozenset({ErrorCode.INVALID_CREDENTIALS, ErrorCode.TOO_MANY_AUTH_FAILURES})
+# Publishes one connection may have on their way to the broker at once; past that the
+# next frame is read once the oldest has been answered (back-pressure, not a refusal).
+PIPELINE_DEPTH = 64
 
 
 class RealtimeConsumer(Consumer):
@@ -57,6 +63,9 @@ class RealtimeConsumer(Consumer):
     # What the hub calls per delivery (hub.Subscriber): the outbox's own push, bound
     # when the socket opens, so a delivery costs no extra call.
     push: Callable[[str], None]
+    # Pipelined publishes on their way, oldest first: [request id, reply frame once known].
+    _publishing: deque | None = None
+    _published: asyncio.Future | None = None
 
     # ASGI events -------------------------------------------------------------------
 
@@ -109,26 +118,104 @@ class RealtimeConsumer(Consumer):
             # After parsing (bounded by the size limit), so the refusal carries the id.
             if not self.rate.take():
                 raise RateLimited("slow down")
+            if type(command) is protocol.Publish and self._pipeline(command):
+                return
             started = time.monotonic()
             try:
+                if self._publishing:
+                    await self._publishes_answered()
                 await COMMANDS[type(command)](self, command)
             finally:
                 # Frames sent while this one waited (on Redis, say) queued up unread.
                 self.rate.credit(time.monotonic() - started)
         except RealtimeError as error:
+            if self._publishing:
+                await self._publishes_answered()  # replies keep the frames' order
             self._refuse(error, command.id if command is not None else getattr(error, "request_id", None))
         except Exception:
             logger.exception("realtime: unexpected error handling a frame")
+            if self._publishing:
+                await self._publishes_answered()
             self.push(protocol.error_frame(ErrorCode.INTERNAL_ERROR, command.id if command else None))
         else:
             self.frame_was_valid()
 
     def _refuse(self, error: RealtimeError, request_id: protocol.RequestId = None) -> None:
-        self.push(protocol.error_frame(error.code, request_id, error.detail))
+        self.push(self._refusal(error, request_id))
+
+    def _refusal(self, error: RealtimeError, request_id: protocol.RequestId) -> str:
+        """The error reply to a frame, counted towards the limits it concerns."""
+        frame = protocol.error_frame(error.code, request_id, error.detail)
         if error.code in MALFORMED:
             self.frame_was_malformed()
         elif error.code in AUTH_FAILED:
             self.authentication_failed()
+        return frame
+
+    # Pipelined publishes -----------------------------------------------------------
+
+    def _pipeline(self, command: protocol.Publish) -> bool:
+        """Start a publish now and go on reading frames without waiting for its answer,
+        when its checks need nothing awaited (``actions.ready_to_publish``). It reaches
+        the broker before the next frame is read, so publishes in a row keep their order
+        (the broker writes them to Redis in that order); replies are sent in the frames'
+        order. Any other frame waits until every publish before it has been answered, so
+        other commands still see them done. False: handle it as any other frame."""
+        publishing = self._publishing
+        if publishing is None:
+            publishing = self._publishing = deque()
+        if len(publishing) >= PIPELINE_DEPTH or not self.hub.broker.pipelined():
+            return False
+        if not actions.ready_to_publish(self, command.channel):
+            return False
+        entry = [command.id, None]
+        publishing.append(entry)
+        try:
+            done, result = step(self._publish(command))
+        except RealtimeError as error:
+            entry[1] = self._refusal(error, command.id)
+        except Exception:
+            logger.exception("realtime: unexpected error handling a frame")
+            entry[1] = protocol.error_frame(ErrorCode.INTERNAL_ERROR, command.id)
+        else:
+            if not done:
+                result.add_done_callback(lambda task: self._answered(entry, task))
+                return True
+            entry[1] = result
+            self.frame_was_valid()
+        self._send_answered()
+        return True
+
+    def _answered(self, entry: list, task: asyncio.Task) -> None:
+        if task.cancelled():
+            entry[1] = ""  # the connection is going away: nothing to say
+        elif isinstance(task.exception(), RealtimeError):
+            entry[1] = self._refusal(task.exception(), entry[0])
+        elif task.exception() is not None:
+            logger.error("realtime: unexpected error handling a frame", exc_info=task.exception())
+            entry[1] = protocol.error_frame(ErrorCode.INTERNAL_ERROR, entry[0])
+        else:
+            entry[1] = task.result()
+            self.frame_was_valid()
+        self._send_answered()
+
+    def _send_answered(self) -> None:
+        """Send the replies of the oldest publishes that have one, in order."""
+        publishing = self._publishing
+        while publishing and publishing[0][1] is not None:
+            frame = publishing.popleft()[1]
+            if frame:
+                self.push(frame)
+        if not publishing and self._published is not None:
+            waiter, self._published = self._published, None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _publishes_answered(self) -> None:
+        while self._publishing:
+            if self._published is None:
+                self._published = asyncio.get_running_loop().create_future()
+            await self._published
 
     # Commands ----------------------------------------------------------------------
 
@@ -194,6 +281,10 @@ class RealtimeConsumer(Consumer):
             self.became_idle()
 
     async def do_publish(self, command: protocol.Publish) -> None:
+        self.push(await self._publish(command))
+
+    async def _publish(self, command: protocol.Publish) -> str:
+        """Publish; the ``ok`` reply."""
         publication = await actions.publish(
             self.principal,
             command.channel,
@@ -203,9 +294,8 @@ class RealtimeConsumer(Consumer):
             idempotency_key=command.idempotency_key,
         )
         if publication.offset is None:
-            self.push(protocol.ok_frame(command.id))
-        else:
-            self.push(protocol.ok_frame(command.id, offset=publication.offset, epoch=publication.epoch))
+            return protocol.ok_frame(command.id)
+        return protocol.ok_frame(command.id, offset=publication.offset, epoch=publication.epoch)
 
     async def do_logout(self, command: protocol.Logout) -> None:
         self._logout()

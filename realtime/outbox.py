@@ -34,8 +34,21 @@ from . import stats
 logger = logging.getLogger("realtime")
 
 
-async def _finish(coro, waiting) -> None:
-    """Drive a coroutine that has already run one step and suspended on ``waiting``."""
+def step(coro) -> tuple[bool, object]:
+    """Run ``coro`` until it first suspends: ``(True, its result)`` if it finished in
+    that step, else ``(False, a task that finishes it)``. What the first step raises is
+    raised here. For callers that must start something in order, now, without a task
+    when it does not wait (the consumer's pipelined publishes)."""
+    try:
+        waiting = coro.send(None)
+    except StopIteration as stop:
+        return True, stop.value
+    return False, asyncio.get_running_loop().create_task(_finish(coro, waiting))
+
+
+async def _finish(coro, waiting):
+    """Drive a coroutine that has already run one step and suspended on ``waiting``;
+    returns its result."""
     try:
         while True:
             if waiting is None:
@@ -55,8 +68,8 @@ async def _finish(coro, waiting) -> None:
                     pass
             try:
                 waiting = coro.send(None)
-            except StopIteration:
-                return
+            except StopIteration as stop:
+                return stop.value
     except BaseException:
         coro.close()
         raise

@@ -233,6 +233,29 @@ async def write_refusal(principal: Principal | None, name: str, row: ChannelInfo
     return _refused_scope(principal, name, row)
 
 
+def write_refusal_now(principal: Principal | None, name: str, row: ChannelInfo) -> tuple[bool, str | None]:
+    """:func:`write_refusal` without awaiting: ``(True, refusal)`` when the policy's
+    ``may_publish`` is a plain ``def`` (the default policy's is), ``(False, None)`` when
+    it must be awaited."""
+    if principal is None:
+        return True, "authenticate first"
+    if not principal.can_write:
+        return True, "read-only access cannot publish"
+    policy = get_policy()
+    if inspect.iscoroutinefunction(policy.may_publish):
+        return False, None
+    request = AccessRequest(principal, name, row, "publish")
+    refusal = _personal_refusal(principal, request)
+    if refusal is not None:
+        return True, refusal
+    value = policy.may_publish(request)
+    if inspect.isawaitable(value):
+        if inspect.iscoroutine(value):
+            value.close()
+        return False, None
+    return True, None if value else _refused_scope(principal, name, row)
+
+
 async def pattern_refusal(
     principal: Principal | None, pattern: str, prefix: str, row: ChannelInfo | None
 ) -> str | None:

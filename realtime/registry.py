@@ -137,6 +137,18 @@ async def aresolve(name: str) -> ChannelInfo | None:
     return await cache.load(name, lambda: sync_to_async(resolve)(name))
 
 
+def cached(name: str) -> ChannelInfo | None:
+    """What :func:`aresolve` would answer from the cache alone, without awaiting; None
+    when the cache cannot say (the caller then awaits :func:`aresolve`)."""
+    rows = cache.get(_ROWS_KEY, None)
+    if rows is not None:
+        info = _pick(name, rows)
+        if info is not None:
+            return info
+    found = cache.get(name, None)
+    return found if isinstance(found, ChannelInfo) else None
+
+
 def _anonymous_read_anywhere() -> bool:
     from .models import Channel
 

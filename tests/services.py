@@ -200,8 +200,8 @@ class RedisSentinel:
 
 
 class AsgiServer:
-    """``daphne``, ``uvicorn``, ``hypercorn`` or ``granian`` serving demo_site.asgi with the
-    test settings."""
+    """``daphne``, ``uvicorn`` (``uvicorn-realtime``: with realtime's protocol classes),
+    ``hypercorn`` or ``granian`` serving demo_site.asgi with the test settings."""
 
     def __init__(
         self,
@@ -238,6 +238,14 @@ class AsgiServer:
             "uvicorn": [
                 str(VENV_BIN / "uvicorn"), app, "--host", host, "--port", port,
                 "--ws", "websockets-sansio", "--lifespan", "off", "--log-level", "warning",
+            ],
+            # uvicorn with realtime's own protocol classes (docs/deployment.md#hardening),
+            # which also offer the pre-framed fan-out (realtime.servers.uvicorn).
+            "uvicorn-realtime": [
+                str(VENV_BIN / "uvicorn"), app, "--host", host, "--port", port,
+                "--http", "realtime.servers.uvicorn:HttpProtocol",
+                "--ws", "realtime.servers.uvicorn:WebSocketProtocol",
+                "--lifespan", "off", "--log-level", "warning",
             ],
             "daphne": [str(VENV_BIN / "daphne"), "-b", host, "-p", port, app],
             "hypercorn": [

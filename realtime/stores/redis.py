@@ -13,6 +13,13 @@ must confirm, a ``WAIT`` in the same round trip) and knows how far each request 
 * sent, then the connection broke before the answer (Redis died, a failover), or the
   script ran but replicas did not confirm it in time: ``UnknownOutcome``.
 
+Scripts that carry a deadline (publications) are *pipelined*: each host has one
+connection per event loop for them, the scripts submitted during one event-loop turn go
+out in one write, and their replies are read back in order (:class:`_Pipe`). Redis runs
+them in the order they were written, so publications keep their order (one publisher's,
+and the offsets of a channel with history) however many are on their way at once, and a
+burst of them costs one system call, not one round trip each.
+
 Every request is bounded by ``REDIS_TIMEOUT`` (plus ``REDIS_CLOCK_SKEW`` for one with a
 deadline), whatever socket timeout the layer's hosts configure. After a request times
 out, requests to that host fail at once until Redis answers a ``PING`` again (sent in
@@ -31,6 +38,7 @@ import asyncio
 import hashlib
 import logging
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -99,6 +107,7 @@ class _Client:
     paused: bool = False
     pinger: asyncio.Task | None = None
     loaded: set = field(default_factory=set)  # script digests known to be loaded
+    pipe: _Pipe | None = None  # the connection for scripts with a deadline
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +187,8 @@ class RedisConnection:
         what matters, so callers without a deadline get ``Unavailable`` either way.
         ``replicas`` > 0 adds ``WAIT replicas REDIS_WAIT_TIMEOUT`` in the same round trip.
         """
+        if deadline is not None and not replicas:
+            return await self.submit(source, keys, args, what)
         client = self._client()
         if client.paused:
             raise Unavailable(
@@ -215,6 +226,24 @@ class RedisConnection:
             self._raise(error, stage[0], deadline is not None, what)
             raise
         return reply
+
+    def submit(self, source: str, keys: Sequence, args: Sequence, what: str) -> asyncio.Future:
+        """Queue a script that carries a deadline (it refuses to run after it) on this
+        host's pipelined connection; the future gets its reply, or the error :meth:`run`
+        would raise. Nothing is awaited: scripts submitted one after the other are
+        written, and run, in that order."""
+        client = self._client()
+        future = client.loop.create_future()
+        if client.paused:
+            future.set_exception(
+                Unavailable(f"{what} is unreachable: Redis stopped answering; waiting for it to answer again")
+            )
+            return future
+        pipe = client.pipe
+        if pipe is None:
+            pipe = client.pipe = _Pipe(self, client)
+        pipe.add(_Request(future, script(source), keys, args, what))
+        return future
 
     def _pause(self, client: _Client) -> None:
         client.paused = True
@@ -297,6 +326,201 @@ class RedisConnection:
             raise UnknownOutcome(f"{what}: Redis ran it, but the answer was lost: {error}") from error
         if is_unavailable(error):
             raise Unavailable(f"{what} is unreachable: {error}") from error
+
+
+class _Request:
+    """One script on a pipelined connection, and how far it got."""
+
+    __slots__ = ("future", "code", "keys", "args", "what", "expires")
+
+    def __init__(self, future: asyncio.Future, code: Script, keys, args, what: str) -> None:
+        self.future = future
+        self.code = code
+        self.keys = keys
+        self.args = args
+        self.what = what
+        self.expires = 0.0
+
+
+class _Pipe:
+    """The pipelined connection of one host on one event loop, for scripts that carry a
+    deadline (the publications' scripts: ``broker.PUBLISH``, ``history.APPEND``).
+
+    Requests submitted during one event-loop turn are written together, once the turn's
+    other callbacks have run; replies are matched to requests in the order they were
+    written. What the caller is told, as :meth:`RedisConnection.run` tells it:
+
+    * never written (no connection, or paused): ``Unavailable``;
+    * no reply within ``REDIS_TIMEOUT`` + ``REDIS_CLOCK_SKEW``: ``Unavailable`` (its
+      deadline has passed, so Redis refuses it if it ever gets to it); the host is
+      paused, and a late reply is matched and ignored;
+    * an error reply (``READONLY``, ``OOM``, ``NOSCRIPT`` after ``SCRIPT FLUSH``...):
+      ``Unavailable``, since Redis refused it before running it;
+    * written, then the connection broke before the reply: ``UnknownOutcome``.
+    """
+
+    def __init__(self, owner: RedisConnection, client: _Client) -> None:
+        self.owner = owner
+        self.client = client
+        self.loop = client.loop
+        self.connection = None
+        self.queued: list[_Request] = []  # not written yet
+        self.written: deque[_Request] = deque()  # written, in order, reply not read yet
+        self.writer: asyncio.Task | None = None
+        self.reader: asyncio.Task | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+    def add(self, request: _Request) -> None:
+        self.queued.append(request)
+        if self.writer is None:
+            self.writer = self.loop.create_task(self._write())
+
+    async def _write(self) -> None:
+        try:
+            while self.queued:
+                if self.connection is None:
+                    await self._connect()
+                    continue
+                batch, self.queued = self.queued, []
+                limit = settings.REDIS_TIMEOUT + settings.REDIS_CLOCK_SKEW
+                expires = self.loop.time() + limit
+                loaded = self.client.loaded
+                commands = []
+                for request in batch:
+                    request.expires = expires
+                    code = request.code
+                    if code.sha in loaded:
+                        call = ("EVALSHA", code.sha)
+                    else:
+                        # Loaded by this EVAL for the requests written after it.
+                        loaded.add(code.sha)
+                        call = ("EVAL", code.source)
+                    commands.append((*call, len(request.keys), *request.keys, *request.args))
+                connection = self.connection
+                self.written.extend(batch)
+                if self.timer is None:
+                    self.timer = self.loop.call_at(expires, self._expire)
+                packed = _pack(commands)
+                try:
+                    await connection.send_packed_command(packed, check_health=False)
+                except Exception as error:
+                    self._broken(connection, error, batch)
+                    continue
+                if self.reader is None or self.reader.done():
+                    self.reader = self.loop.create_task(self._read(connection))
+        finally:
+            self.writer = None
+
+    async def _connect(self) -> None:
+        pool = self.client.pool
+        try:
+            async with asyncio.timeout(settings.REDIS_TIMEOUT):
+                self.connection = await pool.get_connection()
+        except Exception as error:
+            if isinstance(error, TimeoutError):
+                self.owner._pause(self.client)
+            stats.counters.redis_errors += 1
+            queued, self.queued = self.queued, []
+            for request in queued:
+                why = error or "no connection in time"
+                _fail(request, Unavailable(f"{request.what} is unreachable: {why}"))
+
+    async def _read(self, connection) -> None:
+        from redis.exceptions import NoScriptError, ResponseError
+
+        written = self.written
+        while written and self.connection is connection:
+            try:
+                reply = await connection.read_response(disconnect_on_error=True)
+            except ResponseError as error:
+                request = written.popleft()
+                stats.counters.redis_errors += 1
+                if isinstance(error, NoScriptError):
+                    # Redis lost its scripts (SCRIPT FLUSH) but not the connection: this
+                    # one did not run. The next ones are sent with EVAL again.
+                    self.client.loaded.discard(request.code.sha)
+                _fail(request, Unavailable(f"{request.what} is unavailable: {error}"))
+                continue
+            except Exception as error:
+                self._broken(connection, error, [])
+                return
+            request = written.popleft()
+            if not request.future.done():
+                request.future.set_result(reply)
+        if self.timer is not None and not written:
+            self.timer.cancel()
+            self.timer = None
+
+    def _broken(self, connection, error: BaseException, unsent: list[_Request]) -> None:
+        """The connection failed: what was written has an unknown outcome, what was
+        being written (``unsent``) was not done."""
+        from redis.exceptions import ReadOnlyError
+
+        if self.connection is not connection:
+            return
+        self.connection = None
+        stats.counters.redis_errors += 1
+        # A Sentinel-managed connection to a master that became a replica refuses
+        # (READONLY) before running anything, and breaks the connection to say so.
+        refused = isinstance(error.__context__, ReadOnlyError) or isinstance(error, ReadOnlyError)
+        not_sent = {id(request) for request in unsent}
+        for request in self.written:
+            if id(request) in not_sent:
+                _fail(request, Unavailable(f"{request.what} is unreachable: {error}"))
+            elif refused:
+                _fail(request, Unavailable(f"{request.what} is unavailable: {error}"))
+            else:
+                why = f"the connection to Redis broke before it answered: {error}"
+                _fail(request, UnknownOutcome(f"{request.what}: {why}"))
+        self.written.clear()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.loop.create_task(self.client.pool.release(connection))
+
+    def _expire(self) -> None:
+        """Requests without a reply past their time: their deadline has passed."""
+        self.timer = None
+        now = self.loop.time()
+        late = False
+        for request in self.written:
+            if request.expires > now:
+                self.timer = self.loop.call_at(request.expires, self._expire)
+                break
+            if not request.future.done():
+                late = True
+                limit = settings.REDIS_TIMEOUT + settings.REDIS_CLOCK_SKEW
+                why = f"no answer from Redis within {limit:g}s"
+                _fail(request, Unavailable(f"{request.what} is unreachable: {why}"))
+        if late:
+            stats.counters.redis_errors += 1
+            self.owner._pause(self.client)
+
+
+def _pack(commands: list[tuple]) -> list[bytes]:
+    """Commands in RESP, as redis-py packs them (str as UTF-8, int and float as text),
+    in fewer steps: a burst of publications is packed on every one of them."""
+    out = []
+    for command in commands:
+        out.append(b"*%d\r\n" % len(command))
+        for arg in command:
+            if isinstance(arg, str):
+                arg = arg.encode()
+            elif isinstance(arg, int):
+                arg = b"%d" % arg
+            elif isinstance(arg, float):
+                arg = repr(arg).encode()
+            out.append(b"$%d\r\n" % len(arg))
+            out.append(arg)
+            out.append(b"\r\n")
+    return [b"".join(out)]
+
+
+def _fail(request: _Request, error: Exception) -> None:
+    if not request.future.done():
+        request.future.set_exception(error)
+        # Callers that gave up on it (cancelled) must not log "never retrieved".
+        request.future.exception()
 
 
 class _NotReplicated(Exception):
