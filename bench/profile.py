@@ -53,7 +53,7 @@ def start_pyspy(pid: int, output: Path) -> subprocess.Popen:
         str(pid),
         "--rate",
         "200",
-        "--nonblocking",
+        
         "--format",
         "raw",
         "--output",

@@ -129,6 +129,9 @@ async def aresolve(name: str) -> ChannelInfo | None:
     was announced), and that answer is kept too. With more than ``SNAPSHOT_MAX_ROWS``
     rows, every name is resolved and kept one by one.
     """
+    found = cached(name)
+    if found is not None:
+        return found  # the usual case: nothing to await, nothing made
     rows = await cache.load(_ROWS_KEY, sync_to_async(_all_rows))
     if rows is not None:
         info = _pick(name, rows)
