@@ -27,7 +27,7 @@ from .addresses import client_address
 from .conf import settings
 from .errors import CloseCode
 from .origins import origin_allowed, origin_from_scope
-from .outbox import Outbox
+from .outbox import Outbox, frame_writer
 from .quotas import quotas
 from .stopping import forget, watch
 
@@ -169,7 +169,9 @@ class Consumer:
         Accepted first, then closed, because a client can read a close code but not the
         status of a refused handshake (browsers hide it).
         """
-        self.outbox = Outbox(self.base_send, settings.MAX_PENDING_FRAMES, self.too_slow)
+        self.outbox = Outbox(
+            self.base_send, settings.MAX_PENDING_FRAMES, self.too_slow, frame_writer(self.scope)
+        )
         await self.base_send({"type": "websocket.accept"})
         if not origin_allowed(origin_from_scope(self.scope)):
             await self.close(CloseCode.ORIGIN_NOT_ALLOWED)

@@ -202,10 +202,13 @@ class RealtimeConsumer(Consumer):
     def _send_answered(self) -> None:
         """Send the replies of the oldest publishes that have one, in order."""
         publishing = self._publishing
+        replies = []
         while publishing and publishing[0][1] is not None:
             frame = publishing.popleft()[1]
             if frame:
-                self.push(frame)
+                replies.append(frame)
+        if replies:
+            self.outbox.push_many(replies)  # answered together: one write
         if not publishing and self._published is not None:
             waiter, self._published = self._published, None
             if not waiter.done():
@@ -259,9 +262,7 @@ class RealtimeConsumer(Consumer):
     async def do_subscribe(self, command: protocol.Subscribe) -> None:
         result = await actions.subscribe(self.hub, self, command.channel, command.since)
         # No await from here on: recovered frames go out right after the reply.
-        self.push(protocol.ok_frame(command.id, **result.reply))
-        for frame in result.frames:
-            self.push(frame)
+        self.outbox.push_many([protocol.ok_frame(command.id, **result.reply), *result.frames])
 
     async def do_history(self, command: protocol.History) -> None:
         page = await actions.history(

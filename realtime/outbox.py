@@ -18,6 +18,13 @@ three ways to drive one:
   done-callback sends the next one. No task either.
 * Any other awaitable: a writer task awaits it, then the frames queued behind it.
 
+Under a server that offers a direct frame writer (realtime's uvicorn protocol class:
+``realtime.servers.uvicorn``), a text frame for an idle connection skips ``send``: it is
+framed once per publication (:func:`framed`: the hub hands every subscriber the same
+string) and written straight to the socket. Whenever the writer declines (the socket
+buffer is full, the connection is closing), the frame goes through ``send`` as above,
+and the frames after it queue behind it.
+
 Whichever way, at most ``limit`` frames wait; past that the connection is too slow to
 keep and ``on_overflow`` is called (soon, never from inside ``push``).
 """
@@ -86,16 +93,67 @@ def _failed(future) -> bool:
     return future.cancelled() or future.exception() is not None
 
 
+def frame_bytes(text: str) -> bytes:
+    """``text`` as one complete server frame: FIN, text opcode, unmasked, uncompressed."""
+    data = text.encode()
+    size = len(data)
+    if size < 126:
+        return bytes((0x81, size)) + data
+    if size < 65536:
+        return b"\x81\x7e" + size.to_bytes(2, "big") + data
+    return b"\x81\x7f" + size.to_bytes(8, "big") + data
+
+
+# The last text framed and its frame: the fan-out pushes one string to every subscriber
+# in turn, so it is framed once. (A tuple, replaced whole: a reader never sees half.)
+_last: tuple[str | None, bytes] = (None, b"")
+
+
+def framed(text: str) -> bytes:
+    """:func:`frame_bytes`, once per string object in a row."""
+    global _last
+    last = _last
+    if last[0] is text:
+        return last[1]
+    data = frame_bytes(text)
+    _last = (text, data)
+    return data
+
+
+def frame_writer(scope: dict):
+    """The server's direct frame writer for this connection (``write(bytes) -> bool``),
+    or None when the server offers none."""
+    extension = (scope.get("extensions") or {}).get(FRAMES_EXTENSION)
+    return extension.get("write") if extension else None
+
+
+# The scope extension realtime's uvicorn protocol class offers (realtime.servers.uvicorn).
+FRAMES_EXTENSION = "realtime.websocket.frames"
+
+
 class Outbox:
-    __slots__ = ("_send", "_backlog", "_writer", "_in_flight", "_idle", "closed", "limit", "on_overflow")
+    __slots__ = (
+        "_send",
+        "_write",
+        "_backlog",
+        "_writer",
+        "_in_flight",
+        "_idle",
+        "closed",
+        "limit",
+        "on_overflow",
+    )
 
     def __init__(
         self,
         send: Callable[[dict], Awaitable[None]],
         limit: int,
         on_overflow: Callable[[], None],
+        write: Callable[[bytes], bool] | None = None,
     ) -> None:
         self._send = send
+        # The server's direct frame writer (see frame_writer), if it offers one.
+        self._write = write
         # Not None while a send is unfinished: the frames waiting behind it.
         self._backlog: deque[dict] | None = None
         self._writer: asyncio.Task | None = None
@@ -108,9 +166,21 @@ class Outbox:
     def push(self, frame: str) -> None:
         """Queue a text frame; never blocks, never raises."""
         if self._backlog is None and not self.closed:
-            self._start({"type": "websocket.send", "text": frame})  # the usual case, first
+            write = self._write
+            if write is not None and write(framed(frame)):
+                return  # the usual case under realtime's uvicorn class, first
+            self._start({"type": "websocket.send", "text": frame})  # the usual case elsewhere
         else:
             self.push_message({"type": "websocket.send", "text": frame})
+
+    def push_many(self, frames: list[str]) -> None:
+        """Queue several text frames, in order: in one write where the server offers it."""
+        write = self._write
+        if write is not None and len(frames) > 1 and self._backlog is None and not self.closed:
+            if write(b"".join(frame_bytes(frame) for frame in frames)):
+                return
+        for frame in frames:
+            self.push(frame)
 
     def push_message(self, message: dict) -> None:
         if self.closed:

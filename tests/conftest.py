@@ -138,11 +138,13 @@ def uvicorn_server(request, service_dir, redis_server, test_database):
     return _start(request, service_dir, database=test_database, redis_url=redis_server.url, server="uvicorn")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", params=["uvicorn", "uvicorn-realtime"])
 def slow_reader_server(request, service_dir, test_database):
-    """uvicorn (which applies socket backpressure) with a short queue for slow readers."""
+    """uvicorn (which applies socket backpressure) with a short queue for slow readers; with
+    its own classes and with realtime's, whose pre-framed writes must give way to ``send``
+    (and its back-pressure) when a socket buffer is full."""
     realtime = {"MAX_PENDING_FRAMES": 20, "RATE_LIMIT": 1_000_000, "RATE_BURST": 1_000_000}
-    return _start(request, service_dir, database=test_database, realtime=realtime, server="uvicorn")
+    return _start(request, service_dir, database=test_database, realtime=realtime, server=request.param)
 
 
 @pytest.fixture

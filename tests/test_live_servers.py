@@ -1,4 +1,5 @@
-"""Any ASGI server: the protocol's round trip under uvicorn, daphne, hypercorn and granian.
+"""Any ASGI server: the protocol's round trip under uvicorn (with its own protocol classes
+and with realtime's), daphne, hypercorn and granian.
 
 Each server process runs demo_site.asgi unchanged, on the suite's Redis. ASGI promises
 that ``send`` returns an awaitable, and the four differ: uvicorn's, daphne's and
@@ -15,7 +16,18 @@ from tests.services import AsgiServer
 
 pytestmark = [pytest.mark.live, pytest.mark.usefixtures("redis_layer")]
 
-SERVERS = ["uvicorn", "daphne", "hypercorn", "granian"]
+# uvicorn-realtime: uvicorn with realtime's protocol classes, whose pre-framed writes
+# carry the fan-out (realtime.servers.uvicorn).
+SERVERS = ["uvicorn", "uvicorn-realtime", "daphne", "hypercorn", "granian"]
+
+
+@pytest.fixture(scope="session")
+def uvicorn_realtime_server(request, service_dir, redis_server, test_database):
+    server = AsgiServer(
+        service_dir, database=test_database, redis_url=redis_server.url, server="uvicorn-realtime"
+    )
+    request.addfinalizer(server.stop)
+    return server.start()
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +47,7 @@ def granian_server(request, service_dir, redis_server, test_database):
 @pytest.fixture(params=SERVERS)
 def any_server(request):
     # daphne is the suite's default server (`server`); the others have fixtures of their own.
-    name = "server" if request.param == "daphne" else f"{request.param}_server"
+    name = "server" if request.param == "daphne" else f"{request.param.replace('-', '_')}_server"
     server = request.getfixturevalue(name)
     assert server.server == request.param
     return server

@@ -622,3 +622,76 @@ async def test_a_send_that_raises_when_called_closes_the_outbox_without_raising(
     outbox.push("2")
 
     assert outbox.closed
+
+
+# The direct frame writer (realtime's uvicorn class) --------------------------------
+
+
+class Writer:
+    """A fake direct frame writer: takes frames until told to decline."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.declining = False
+
+    def __call__(self, data: bytes) -> bool:
+        if self.declining:
+            return False
+        self.written.append(data)
+        return True
+
+
+def test_frame_bytes_are_the_frames_websockets_makes():
+    from websockets.frames import Frame, Opcode
+
+    from realtime.outbox import frame_bytes
+
+    for size in (0, 125, 126, 65535, 65536, 70000):
+        text = "é" * (size // 2) + "x" * (size % 2)
+        expected = Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
+        assert frame_bytes(text) == expected
+
+
+@pytest.mark.asyncio
+async def test_frames_go_to_the_writer_framed_once_per_publication():
+    from realtime.outbox import framed
+
+    transport, writer = Transport(), Writer()
+    boxes = [Outbox(transport.send, 10, Overflows(), writer) for _ in range(3)]
+    frame = '{"message":{"channel":"a","event":"e","data":1}}'
+    for box in boxes:
+        box.push(frame)
+    assert len(writer.written) == 3 and transport.sent == []
+    # One bytes object for all three: framed once.
+    assert writer.written[0] is writer.written[1] is writer.written[2] is framed(frame)
+
+
+@pytest.mark.asyncio
+async def test_a_declined_write_goes_through_send_and_later_frames_queue_behind_it():
+    transport, writer = Transport(), Writer()
+    box = Outbox(transport.send, 10, Overflows(), writer)
+    box.push("one")
+    writer.declining = True  # the socket buffer is full: send() waits for it to drain
+    transport.stall_on.add("two")
+    box.push("two")
+    writer.declining = False
+    box.push("three")  # must not overtake "two"
+    assert transport.sent == []
+    transport.gate.set()
+    await box.flush()
+    assert [len(data) for data in writer.written] == [5]
+    assert transport.sent == ["two", "three"]
+
+
+@pytest.mark.asyncio
+async def test_several_frames_go_out_in_one_write():
+    from realtime.outbox import frame_bytes
+
+    transport, writer = Transport(), Writer()
+    box = Outbox(transport.send, 10, Overflows(), writer)
+    box.push_many(["a", "b", "c"])
+    assert writer.written == [frame_bytes("a") + frame_bytes("b") + frame_bytes("c")]
+    writer.declining = True
+    box.push_many(["d", "e"])
+    await box.flush()
+    assert transport.sent == ["d", "e"]

@@ -247,3 +247,32 @@ def test_demo_settings_make_one_shard_per_url():
 def test_a_channel_has_one_group_whichever_shard_is_asked():
     topology = Topology.of(pubsub_layer(HOSTS))
     assert {topology.group_on("rooms/1", shard) for shard in range(3)} == {group_name("rooms/1")}
+
+
+# The pipelined connection's packing and the publication's layer message ---------------
+
+
+def test_commands_are_packed_as_redis_py_packs_them():
+    from redis.asyncio.connection import Connection
+
+    from realtime.stores.redis import _pack
+
+    commands = [
+        ("EVALSHA", "0" * 40, 1, "key", "fr\u00e9me", b"\x85\x00\xff", 1_700_000_000_000_000, 0.25),
+        ("EVAL", "return 1", 0),
+    ]
+    assert _pack(commands) == [b"".join(Connection().pack_commands(commands))]
+
+
+def test_a_publication_layer_message_packed_in_parts_is_the_layer_message():
+    import msgpack
+
+    from realtime import broker
+
+    info = ChannelInfo(1, "rooms", True, True)
+    frame = '{"message":{"channel":"rooms/1","event":"e","data":"\u00e9"}}'
+    layout = broker._Layout(0, [], broker._msgpack_prefix("rooms/1"))
+    body = layout.prefix + broker._FRAME_KEY + msgpack.packb(frame) + broker._INFO_KEY
+    body += msgpack.packb(info.as_list()) + broker._VIA["tree"]
+    expected = {"type": broker.PUBLICATION, "channel": "rooms/1", "frame": frame, "info": info.as_list()}
+    assert msgpack.unpackb(body) == {**expected, "via": "tree"}

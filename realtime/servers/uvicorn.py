@@ -20,6 +20,14 @@ handshake, keepalive pings, ``--ws-max-size``...) is uvicorn's, unchanged:
   ``message_too_large`` from realtime; far larger ones are closed with 1009 before
   they are buffered), and closes invalid UTF-8 text with 1007 and one log line,
   where uvicorn logs a traceback for each.
+- :class:`WebSocketProtocol` also offers the ASGI extension ``realtime.websocket.frames``
+  (see :data:`FRAMES_EXTENSION`): a synchronous ``write`` that takes a complete,
+  unmasked WebSocket frame (or several) and writes it straight to the socket, or
+  answers False when it cannot (the write buffer is full, the connection is closing,
+  compression was negotiated) so that the application sends through ASGI ``send``
+  instead. realtime's fan-out frames each publication once for every subscriber
+  (``realtime.outbox``): a delivery is then one ``transport.write``, with no ``send``
+  coroutine, no per-connection framing and no copy of the text per subscriber.
 - :class:`HttpProtocol` closes a connection whose request head (an HTTP request or a
   WebSocket upgrade) is not complete ``HANDSHAKE_TIMEOUT`` seconds after the
   connection opened or the previous response ended. uvicorn has no such deadline: a
@@ -35,8 +43,13 @@ import asyncio
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.protocol import State
 
 from ..conf import settings
+
+# The scope extension (ASGI ``scope["extensions"]``) this protocol class offers:
+# ``{"write": callable(bytes) -> bool}``, see write_frames.
+from ..outbox import FRAMES_EXTENSION
 
 # The first byte of a PONG frame as a server writes it (FIN set, opcode 0xA, unmasked,
 # never fragmented).
@@ -57,6 +70,34 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         cap = 2 * settings.MAX_MESSAGE_SIZE
         limit = self.conn.max_message_size
         self.conn.max_message_size = cap if limit is None else min(limit, cap)
+
+    # Pre-framed writes ------------------------------------------------------------
+
+    def handle_connect(self, event) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)
+        # Frames made once for every subscriber are only right without compression.
+        if scope is not None and not self.conn.extensions:
+            scope["extensions"][FRAMES_EXTENSION] = {"write": self.write_frames}
+
+    def write_frames(self, data: bytes) -> bool:
+        """Write complete server frames (unmasked, uncompressed, text or binary) to the
+        socket now; False, writing nothing, where ASGI ``send`` must be used instead:
+        before the handshake is done, once the connection is closing, and while the
+        write buffer is over its high-water mark (``send`` waits for it to drain, and
+        frames after it must queue behind it)."""
+        if (
+            self.writable.is_set()
+            and self.handshake_complete
+            and not self.close_sent
+            and not self.disconnected
+            and self.initial_response is None
+            and self.conn.state is State.OPEN
+            and not self.transport.is_closing()
+        ):
+            self.transport.write(data)
+            return True
+        return False
 
     # Write back-pressure becomes read back-pressure --------------------------------
 
