@@ -28,6 +28,10 @@ handshake, keepalive pings, ``--ws-max-size``...) is uvicorn's, unchanged:
   instead. realtime's fan-out frames each publication once for every subscriber
   (``realtime.outbox``): a delivery is then one ``transport.write``, with no ``send``
   coroutine, no per-connection framing and no copy of the text per subscriber.
+- :class:`WebSocketProtocol` keeps less per connection than uvicorn's: the queue of
+  ASGI events and the "writable" flag are small objects of its own (asyncio's ``Queue``
+  and ``Event`` hold four deques, about 2.5 KiB, for one item and one waiter at most),
+  and the handshake's response is let go once it is sent.
 - :class:`HttpProtocol` closes a connection whose request head (an HTTP request or a
   WebSocket upgrade) is not complete ``HANDSHAKE_TIMEOUT`` seconds after the
   connection opened or the previous response ended. uvicorn has no such deadline: a
@@ -56,11 +60,84 @@ from ..outbox import FRAMES_EXTENSION
 PONG_BYTE = b"\x8a"
 
 
+class _Inbox:
+    """The ASGI events waiting for the application: what uvicorn uses of
+    ``asyncio.Queue`` (``put_nowait``, ``get``, ``empty``, ``qsize``), for the one
+    ``receive()`` an ASGI application has waiting at a time."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: list = []
+        self._waiter: asyncio.Future | None = None
+
+    def put_nowait(self, item) -> None:
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self):
+        while not self._items:
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                if self._waiter is waiter:
+                    self._waiter = None
+        return self._items.pop(0)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+
+class _Flag:
+    """What uvicorn uses of ``asyncio.Event`` for "the socket is writable"."""
+
+    __slots__ = ("_value", "_waiters")
+
+    def __init__(self) -> None:
+        self._value = True
+        self._waiters: list[asyncio.Future] | None = None
+
+    def is_set(self) -> bool:
+        return self._value
+
+    def set(self) -> None:
+        self._value = True
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._value = False
+
+    async def wait(self) -> bool:
+        if self._value:
+            return True
+        waiter = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            if self._waiters is not None and waiter in self._waiters:
+                self._waiters.remove(waiter)
+        return True
+
+
 class WebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's ``websockets-sansio`` protocol, bounded against clients that do not read."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.queue = _Inbox()
+        self.writable = _Flag()
         # Reading is paused for two reasons, which end separately: uvicorn's own (a
         # message waits for the application: read_paused) and ours (the client does not
         # read what we write: write_paused).
@@ -79,6 +156,11 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         # Frames made once for every subscriber are only right without compression.
         if scope is not None and not self.conn.extensions:
             scope["extensions"][FRAMES_EXTENSION] = {"write": self.write_frames}
+
+    async def send(self, message) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.accept":
+            self.response = None  # sent: nothing reads it again
 
     def write_frames(self, data: bytes) -> bool:
         """Write complete server frames (unmasked, uncompressed, text or binary) to the
