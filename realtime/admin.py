@@ -152,6 +152,80 @@ class ChannelAdmin(admin.ModelAdmin):
         )
 
 
+class SecretShownOnceAdmin(admin.ModelAdmin):
+    """What the admins of models with a server-generated secret share (access keys,
+    webhook endpoints): the secret is made on creation and shown once, on the page that
+    answers the form, and a *regenerate* view replaces it and shows the new one once.
+
+    Subclasses set ``secret_template``, ``regenerate_template``, ``secret_fields`` (what
+    ``set_new_secret`` changes) and the wording: ``secret_name``, ``not_found``.
+    """
+
+    secret_template = ""
+    regenerate_template = ""
+    secret_fields: tuple[str, ...] = ()
+    secret_name = _("secret")
+    not_found = _("No such object.")
+
+    def save_model(self, request, obj, form, change) -> None:
+        if not change:
+            obj._new_secret = obj.set_new_secret()
+        super().save_model(request, obj, form, change)
+
+    def response_add(self, request, obj, post_url_continue=None):
+        response = super().response_add(request, obj, post_url_continue)
+        secret = obj.__dict__.pop("_new_secret", None)
+        if secret is None:
+            return response
+        next_url = response.url if isinstance(response, HttpResponseRedirect) else self._change_url(obj)
+        return self.render_secret(request, obj, secret, next_url, created=True)
+
+    def get_urls(self):
+        name = f"{self.opts.app_label}_{self.opts.model_name}_regenerate"
+        regenerate = path(
+            "<path:object_id>/regenerate/", self.admin_site.admin_view(self.regenerate_view), name=name
+        )
+        return [regenerate, *super().get_urls()]
+
+    def regenerate_view(self, request, object_id):
+        """GET asks for confirmation; POST replaces the secret and shows the new one once."""
+        obj = self.get_object(request, unquote(object_id))
+        if obj is None:
+            raise Http404(self.not_found)
+        if not self.has_change_permission(request, obj):
+            raise PermissionDenied
+        if request.method == "POST":
+            secret = obj.set_new_secret()
+            obj.save(update_fields=list(self.secret_fields))
+            self.log_change(request, obj, f"Regenerated the {self.secret_name}.")
+            return self.render_secret(request, obj, secret, self._change_url(obj), created=False)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": _("Regenerate the %(secret)s of %(object)s?")
+            % {"secret": self.secret_name, "object": obj},
+            "opts": self.opts,
+            "object": obj,
+        }
+        return TemplateResponse(request, self.regenerate_template, context)
+
+    def render_secret(self, request, obj, secret: str, next_url: str, *, created: bool):
+        context = {
+            **self.admin_site.each_context(request),
+            "title": _("Copy the %(secret)s of %(object)s") % {"secret": self.secret_name, "object": obj},
+            "opts": self.opts,
+            "object": obj,
+            "secret": secret,
+            "created": created,
+            "next_url": next_url,
+        }
+        return TemplateResponse(request, self.secret_template, context)
+
+    def _change_url(self, obj) -> str:
+        return reverse(
+            f"{self.admin_site.name}:{self.opts.app_label}_{self.opts.model_name}_change", args=[obj.pk]
+        )
+
+
 class AccessKeyForm(forms.ModelForm):
     class Meta:
         model = AccessKey
@@ -167,7 +241,7 @@ class AccessKeyForm(forms.ModelForm):
 
 
 @admin.register(AccessKey)
-class AccessKeyAdmin(admin.ModelAdmin):
+class AccessKeyAdmin(SecretShownOnceAdmin):
     form = AccessKeyForm
     # Short headings, the access level without its explanation, no creation date: the list
     # fits 1280 px beside the admin's sidebars.
@@ -186,6 +260,8 @@ class AccessKeyAdmin(admin.ModelAdmin):
     actions = ["revoke", "reactivate"]
     secret_template = "admin/realtime/accesskey/secret.html"
     regenerate_template = "admin/realtime/accesskey/regenerate_confirmation.html"
+    secret_fields = ("secret_hash", "secret_prefix")
+    not_found = _("No access key with this id.")
 
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("channels")
@@ -222,19 +298,6 @@ class AccessKeyAdmin(admin.ModelAdmin):
             results |= queryset.filter(secret_hash__in=keys.candidate_hashes(term))
         return results, may_have_duplicates
 
-    def save_model(self, request, obj, form, change) -> None:
-        if not change:
-            obj._new_secret = obj.set_new_secret()
-        super().save_model(request, obj, form, change)
-
-    def response_add(self, request, obj, post_url_continue=None):
-        response = super().response_add(request, obj, post_url_continue)
-        secret = obj.__dict__.pop("_new_secret", None)
-        if secret is None:
-            return response
-        next_url = response.url if isinstance(response, HttpResponseRedirect) else self._change_url(obj)
-        return self.render_secret(request, obj, secret, next_url, created=True)
-
     @admin.action(description=_("Revoke the selected keys"), permissions=["change"])
     def revoke(self, request, queryset) -> None:
         count = queryset.update(is_active=False)
@@ -246,50 +309,6 @@ class AccessKeyAdmin(admin.ModelAdmin):
         count = queryset.update(is_active=True)
         _announce()
         self.message_user(request, ngettext("Reactivated %d key.", "Reactivated %d keys.", count) % count)
-
-    def get_urls(self):
-        name = f"{self.opts.app_label}_{self.opts.model_name}_regenerate"
-        regenerate = path(
-            "<path:object_id>/regenerate/", self.admin_site.admin_view(self.regenerate_view), name=name
-        )
-        return [regenerate, *super().get_urls()]
-
-    def regenerate_view(self, request, object_id):
-        """GET asks for confirmation; POST replaces the secret and shows the new one once."""
-        key = self.get_object(request, unquote(object_id))
-        if key is None:
-            raise Http404(_("No access key with this id."))
-        if not self.has_change_permission(request, key):
-            raise PermissionDenied
-        if request.method == "POST":
-            secret = key.set_new_secret()
-            key.save(update_fields=["secret_hash", "secret_prefix"])
-            self.log_change(request, key, "Regenerated the secret.")
-            return self.render_secret(request, key, secret, self._change_url(key), created=False)
-        context = {
-            **self.admin_site.each_context(request),
-            "title": _("Regenerate the secret of %s?") % key,
-            "opts": self.opts,
-            "object": key,
-        }
-        return TemplateResponse(request, self.regenerate_template, context)
-
-    def render_secret(self, request, key: AccessKey, secret: str, next_url: str, *, created: bool):
-        context = {
-            **self.admin_site.each_context(request),
-            "title": _("Copy the secret of %s") % key,
-            "opts": self.opts,
-            "object": key,
-            "secret": secret,
-            "created": created,
-            "next_url": next_url,
-        }
-        return TemplateResponse(request, self.secret_template, context)
-
-    def _change_url(self, key: AccessKey) -> str:
-        return reverse(
-            f"{self.admin_site.name}:{self.opts.app_label}_{self.opts.model_name}_change", args=[key.pk]
-        )
 
 
 class WebhookEndpointForm(forms.ModelForm):
@@ -304,7 +323,7 @@ class WebhookEndpointForm(forms.ModelForm):
 
 
 @admin.register(WebhookEndpoint)
-class WebhookEndpointAdmin(admin.ModelAdmin):
+class WebhookEndpointAdmin(SecretShownOnceAdmin):
     """Endpoints for webhooks; the signing secret is shown once, on the page answering the
     form that created it or the one that regenerated it (as for access keys)."""
 
@@ -315,6 +334,9 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
     readonly_fields = ["secret_starts_with", "created_at"]
     secret_template = "admin/realtime/webhookendpoint/secret.html"
     regenerate_template = "admin/realtime/webhookendpoint/regenerate_confirmation.html"
+    secret_fields = ("secret_sealed", "secret_prefix")
+    secret_name = _("signing secret")
+    not_found = _("No webhook endpoint with this id.")
 
     def get_fields(self, request, obj=None):
         fields = ["name", "url", "events", "is_active"]
@@ -327,60 +349,3 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
     @admin.display(description=_("secret starts with"), ordering="secret_prefix")
     def secret_starts_with(self, endpoint: WebhookEndpoint) -> str:
         return f"{endpoint.secret_prefix}…"
-
-    def save_model(self, request, obj, form, change) -> None:
-        if not change:
-            obj._new_secret = obj.set_new_secret()
-        super().save_model(request, obj, form, change)
-
-    def response_add(self, request, obj, post_url_continue=None):
-        response = super().response_add(request, obj, post_url_continue)
-        secret = obj.__dict__.pop("_new_secret", None)
-        if secret is None:
-            return response
-        next_url = response.url if isinstance(response, HttpResponseRedirect) else self._change_url(obj)
-        return self.render_secret(request, obj, secret, next_url, created=True)
-
-    def get_urls(self):
-        name = f"{self.opts.app_label}_{self.opts.model_name}_regenerate"
-        regenerate = path(
-            "<path:object_id>/regenerate/", self.admin_site.admin_view(self.regenerate_view), name=name
-        )
-        return [regenerate, *super().get_urls()]
-
-    def regenerate_view(self, request, object_id):
-        """GET asks for confirmation; POST replaces the secret and shows the new one once."""
-        endpoint = self.get_object(request, unquote(object_id))
-        if endpoint is None:
-            raise Http404(_("No webhook endpoint with this id."))
-        if not self.has_change_permission(request, endpoint):
-            raise PermissionDenied
-        if request.method == "POST":
-            secret = endpoint.set_new_secret()
-            endpoint.save(update_fields=["secret_sealed", "secret_prefix"])
-            self.log_change(request, endpoint, "Regenerated the signing secret.")
-            return self.render_secret(request, endpoint, secret, self._change_url(endpoint), created=False)
-        context = {
-            **self.admin_site.each_context(request),
-            "title": _("Regenerate the signing secret of %s?") % endpoint,
-            "opts": self.opts,
-            "object": endpoint,
-        }
-        return TemplateResponse(request, self.regenerate_template, context)
-
-    def render_secret(self, request, endpoint, secret: str, next_url: str, *, created: bool):
-        context = {
-            **self.admin_site.each_context(request),
-            "title": _("Copy the signing secret of %s") % endpoint,
-            "opts": self.opts,
-            "object": endpoint,
-            "secret": secret,
-            "created": created,
-            "next_url": next_url,
-        }
-        return TemplateResponse(request, self.secret_template, context)
-
-    def _change_url(self, endpoint) -> str:
-        return reverse(
-            f"{self.admin_site.name}:{self.opts.app_label}_{self.opts.model_name}_change", args=[endpoint.pk]
-        )

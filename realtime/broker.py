@@ -47,7 +47,7 @@ from .positions import EPOCH_BYTES, OFFSET_DIGITS, Position
 from .registry import ChannelInfo
 from .stores.durable import DurableHistory
 from .stores.history import MemoryHistory, RedisHistory, micros, record_key
-from .stores.nodes import BEAT_INTERVAL, Node, RedisNodes, new_node
+from .stores.nodes import BEAT_INTERVAL, FORGET_TIMEOUT, Node, RedisNodes, new_node
 from .stores.presence import MemoryPresence, RedisPresence
 from .stores.redis import RedisShards, unavailable, unconfirmed
 from .topology import Topology
@@ -381,15 +381,24 @@ class LayerBroker:
         hub.spawn(self._watch(hub, link))
         if self.nodes is not None:
             hub.spawn(self._beat(link.node))
+            self.nodes.forget_when_stopping(link.node, hub.loop)
 
     async def _beat(self, node: Node) -> None:
-        """Keep this hub listed in the node registry."""
-        while True:
+        """Keep this hub listed in the node registry, and take it out when the hub stops
+        (its tasks are cancelled as the server's loop ends)."""
+        try:
+            while True:
+                try:
+                    await self.nodes.beat(node)
+                except Exception as error:
+                    logger.debug("realtime: could not renew the node registry entry: %s", error)
+                await asyncio.sleep(BEAT_INTERVAL)
+        except asyncio.CancelledError:
             try:
-                await self.nodes.beat(node)
-            except Exception as error:
-                logger.debug("realtime: could not renew the node registry entry: %s", error)
-            await asyncio.sleep(BEAT_INTERVAL)
+                await asyncio.wait_for(self.nodes.forget(node), FORGET_TIMEOUT)
+            except BaseException as error:  # the entry expires within NODE_TTL anyway
+                logger.debug("realtime: could not take this hub out of the node registry: %s", error)
+            raise
 
     def _watch_reconnects(self, link: _Link) -> None:
         """Register the reconnect callbacks on the layer's current pubsub connections."""
