@@ -80,8 +80,18 @@ def install(requirement: str, python: Path) -> None:
     try:
         pip("install", "--quiet", "--no-compile", *offline, requirement, python=python)
     except AssertionError:
+        # The wheelhouse holds third-party wheels only: pip download would take a copy of
+        # this project's wheel built earlier (same version) for the one asked for, and
+        # fetch that copy's dependencies, not the new ones.
+        _forget_own_wheels()
         run(
             sys.executable, "-m", "pip", "download", "--quiet", "--dest", WHEELHOUSE,
             "-c", REQUIREMENTS, "--only-binary", ":all:", requirement,
         )  # fmt: skip
+        _forget_own_wheels()
         pip("install", "--quiet", "--no-compile", *offline, requirement, python=python)
+
+
+def _forget_own_wheels() -> None:
+    for wheel in WHEELHOUSE.glob("django_realtime_channels-*"):
+        wheel.unlink()

@@ -381,6 +381,8 @@ class _Pipe:
                 if self.connection is None:
                     await self._connect()
                     continue
+                if not self.written and not await self._usable(self.connection):
+                    continue  # closed while idle: connect again before writing
                 batch, self.queued = self.queued, []
                 limit = settings.REDIS_TIMEOUT + settings.REDIS_CLOCK_SKEW
                 expires = self.loop.time() + limit
@@ -415,7 +417,7 @@ class _Pipe:
         pool = self.client.pool
         try:
             async with asyncio.timeout(settings.REDIS_TIMEOUT):
-                self.connection = await pool.get_connection()
+                connection = await pool.get_connection()
         except Exception as error:
             if isinstance(error, TimeoutError):
                 self.owner._pause(self.client)
@@ -424,6 +426,30 @@ class _Pipe:
             for request in queued:
                 why = error or "no connection in time"
                 _fail(request, Unavailable(f"{request.what} is unreachable: {why}"))
+            return
+        # A connection made again: Redis may have restarted and lost its scripts, so the
+        # first requests on it load them (EVAL). Without this every request written
+        # before the first NOSCRIPT came back would be refused.
+        self.client.loaded.clear()
+        self.connection = connection
+
+    async def _usable(self, connection) -> bool:
+        """Whether an idle connection is still open. Nobody reads it while nothing is
+        written, so a Redis that restarted (or closed it) in the meantime shows only
+        here: the connection is let go, nothing on it was lost, and the next write
+        connects again, or fails as never written (``Unavailable``), as a request on a
+        fresh pool connection would. (What the pool checks before lending one.)"""
+        try:
+            stale = await connection.can_read()  # data or EOF while nothing was asked
+        except Exception:
+            stale = True
+        if stale:
+            self.connection = None
+            try:
+                await connection.disconnect()
+            finally:
+                await self.client.pool.release(connection)
+        return not stale
 
     async def _read(self, connection) -> None:
         from redis.exceptions import NoScriptError, ResponseError
