@@ -38,6 +38,7 @@ from typing import Protocol
 
 import msgpack
 from asgiref.sync import async_to_sync
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 
 from . import protocol, stats
 from .conf import settings
@@ -864,12 +865,8 @@ _no_layer: LocalBroker | None = None
 
 def get_broker() -> Broker:
     """The broker for the configured layer (one per layer object)."""
-    from channels.layers import InMemoryChannelLayer, get_channel_layer
-
-    from .conf import settings
-
     global _no_layer
-    layer = get_channel_layer(settings.CHANNEL_LAYER)
+    layer = get_channel_layer(settings.CHANNEL_LAYER)  # called on every publish: no imports here
     if layer is None:
         with _lock:
             if _no_layer is None:

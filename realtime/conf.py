@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, overload
 
 from django.conf import settings as django_settings
+from django.core.signals import setting_changed
 
 T = TypeVar("T")
 
@@ -107,9 +108,31 @@ def _is_network(value: Any) -> bool:
     return isinstance(value, str)
 
 
+# The project's REALTIME dict, once read: a setting is read on every publish and every
+# delivery decision, and Django's settings object is a LazyObject whose every attribute
+# access costs a few calls. Forgotten when Django says a setting changed
+# (override_settings): this module's receiver is connected first, so every other
+# receiver of setting_changed already reads the new values.
+_user_settings: dict[str, Any] | None = None
+
+
 def _user() -> dict[str, Any]:
-    value = getattr(django_settings, "REALTIME", None)
-    return value if isinstance(value, dict) else {}
+    global _user_settings
+    value = _user_settings
+    if value is None:
+        value = getattr(django_settings, "REALTIME", None)
+        value = _user_settings = value if isinstance(value, dict) else {}
+    return value
+
+
+def forget_user_settings(setting: str = "REALTIME", **kwargs: Any) -> None:
+    """Read ``settings.REALTIME`` again on the next access (it was replaced)."""
+    global _user_settings
+    if setting == "REALTIME":
+        _user_settings = None
+
+
+setting_changed.connect(forget_user_settings, dispatch_uid="realtime.conf.settings")
 
 
 class RealtimeSettings:

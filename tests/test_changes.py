@@ -58,3 +58,14 @@ def test_rotating_the_secret_key_drops_cached_keys(settings, setting):
         "another-secret-key-0123456789-0123456789-0123456789" if setting == "SECRET_KEY" else [],
     )
     assert auth.cache.get("digest", None) is None
+
+
+def test_realtime_settings_are_read_once_and_again_when_they_change(settings):
+    from realtime.conf import settings as realtime_settings
+
+    settings.REALTIME = {"MAX_SUBSCRIPTIONS": 7}
+    assert realtime_settings.MAX_SUBSCRIPTIONS == 7
+    settings.REALTIME = {"MAX_SUBSCRIPTIONS": 8}  # override_settings: setting_changed
+    assert realtime_settings.MAX_SUBSCRIPTIONS == 8
+    settings.REALTIME = {}
+    assert realtime_settings.MAX_SUBSCRIPTIONS == 100  # the default

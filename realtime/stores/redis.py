@@ -141,12 +141,12 @@ class RedisConnection:
         self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def _client(self) -> _Client:
-        from channels_redis.utils import create_pool
-        from redis.maint_notifications import MaintNotificationsConfig
-
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is None:
+            from channels_redis.utils import create_pool
+            from redis.maint_notifications import MaintNotificationsConfig
+
             host = {
                 "socket_connect_timeout": 5,
                 "max_connections": MAX_CONNECTIONS,
