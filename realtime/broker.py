@@ -51,7 +51,7 @@ from .stores.history import MemoryHistory, RedisHistory, micros, record_key
 from .stores.nodes import BEAT_INTERVAL, FORGET_TIMEOUT, Node, RedisNodes, new_node
 from .stores.presence import MemoryPresence, RedisPresence
 from .stores.redis import RedisShards, unavailable, unconfirmed
-from .topology import Topology
+from .topology import Topology, quiet_pubsub
 
 logger = logging.getLogger("realtime")
 
@@ -361,6 +361,8 @@ class LayerBroker:
         self._layout: dict[str, _Layout] = {}
 
     async def start(self, hub: Receiver) -> None:
+        if self.topology.pubsub:
+            quiet_pubsub(self.layer)
         channel = await self.layer.new_channel("realtime.hub.")
         await self.layer.group_add(CONTROL_GROUP, channel)
         shards = max(1, self.topology.shards)

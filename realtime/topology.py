@@ -16,7 +16,8 @@ idempotency record) into the pubsub channels the layer listens on:
   lands on its shard, so each copy of a publication goes out on the channel's own shard
   and one round trip still carries all of them;
 * the pubsub connection the layer holds for each shard on this event loop, so the
-  broker can notice it reconnecting (Redis restarted, failed over).
+  broker can notice it reconnecting (Redis restarted, failed over);
+* the reply parser of those connections (:func:`quiet_pubsub`).
 
 With one host nothing is renamed: the groups are the plain ``names.group_name`` ones.
 """
@@ -132,3 +133,42 @@ class Topology:
             pubsub = getattr(shard, "_pubsub", None)
             found.append(getattr(pubsub, "connection", None))
         return found
+
+
+def quiet_pubsub(layer) -> None:
+    """Give the layer's pubsub connections on this event loop a reply parser that hands
+    each pubsub message on as it is.
+
+    redis-py 8's parsers pass every pubsub message through a default handler that does
+    ``logging.getLogger(...)`` and ``logger.debug("Push response: " + str(message))``
+    whether or not debug logging is on: the ``str`` of the whole message, payload
+    included, and the logging module's lock, for every publication a process receives
+    (9% of the server's CPU with many channels, ``bench/run.py --profile``). The parser
+    is chosen per connection pool from the host dict, so this sets ``parser_class`` on
+    the hosts of shards that have not connected yet; a host that names its own
+    ``parser_class`` keeps it. Call it before the first ``group_add`` on the loop.
+    """
+    inner = layer._get_layer() if hasattr(layer, "_get_layer") else None
+    for shard in getattr(inner, "_shards", ()):
+        host = getattr(shard, "host", None)
+        if isinstance(host, dict) and "parser_class" not in host and getattr(shard, "_redis", None) is None:
+            shard.host = {**host, "parser_class": _quiet_parser()}
+
+
+_QUIET_PARSER = None
+
+
+def _quiet_parser() -> type:
+    """redis-py's default asyncio parser (hiredis's when installed), whose pubsub
+    messages skip the debug line (see quiet_pubsub)."""
+    global _QUIET_PARSER
+    if _QUIET_PARSER is None:
+        from redis.asyncio.connection import DefaultParser
+
+        class QuietPubSubParser(DefaultParser):
+            async def handle_pubsub_push_response(self, response):
+                return response
+
+        _QUIET_PARSER = QuietPubSubParser
+    return _QUIET_PARSER
+

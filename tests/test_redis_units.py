@@ -116,6 +116,29 @@ def test_an_encrypted_layer_is_not_plain_msgpack():
     assert Topology.of(pubsub_layer(HOSTS[:1])).plain is True
 
 
+class Unprintable:
+    def __repr__(self):
+        raise AssertionError("a pubsub message was turned into a string")
+
+
+def test_pubsub_connections_hand_messages_on_without_a_debug_line():
+    """redis-py's default pubsub handler formats every message for a debug line that is
+    never shown (topology.quiet_pubsub)."""
+    from realtime.topology import quiet_pubsub
+
+    layer = pubsub_layer([*HOSTS[:1], {**HOSTS[1], "parser_class": "theirs"}])
+
+    async def check():
+        quiet_pubsub(layer)
+        ours, theirs = (shard.host for shard in layer._get_layer()._shards)
+        assert theirs["parser_class"] == "theirs"  # a host's own choice is kept
+        parser = ours["parser_class"](socket_read_size=65536)
+        message = [b"message", b"asgi__group__x", Unprintable()]
+        assert await parser.handle_pubsub_push_response(message) is message
+
+    asyncio.run(check())
+
+
 # Idempotency keys ----------------------------------------------------------------------
 
 

@@ -139,9 +139,13 @@ class RedisConnection:
     def __init__(self, host: dict) -> None:
         self.host = host
         self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._last: _Client | None = None  # the one asked for last
 
     def _client(self) -> _Client:
         loop = asyncio.get_running_loop()
+        client = self._last
+        if client is not None and client.loop is loop:
+            return client  # the usual case: one event loop (a WeakKeyDictionary makes a weakref)
         client = self._clients.get(loop)
         if client is None:
             from channels_redis.utils import create_pool
@@ -167,6 +171,7 @@ class RedisConnection:
             # skips that check on taking a connection.
             host["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
             client = self._clients[loop] = _Client(create_pool(host), loop)
+        self._last = client
         return client
 
     async def run(
