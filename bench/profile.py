@@ -159,7 +159,11 @@ def run(bench) -> None:
     lines = ["### Profiles (`bench/run.py --profile`)", ""]
     limits = dict(bench.realtime_limits)
     server = harness.realtime_server(
-        workdir, server="uvicorn-realtime", database=bench.database, redis_url=bench.redis.url, realtime=limits
+        workdir,
+        server="uvicorn-realtime",
+        database=bench.database,
+        redis_url=bench.redis.url,
+        realtime=limits,
     ).start()
     gens, pub = bench.with_generators([server], 1, "profile")
     try:
@@ -187,7 +191,11 @@ def run(bench) -> None:
         server.stop()
 
     traced = TracedRealtime(
-        workdir, database=bench.database, server="uvicorn-realtime", redis_url=bench.redis.url, realtime=limits
+        workdir,
+        database=bench.database,
+        server="uvicorn-realtime",
+        redis_url=bench.redis.url,
+        realtime=limits,
     ).start()
     gens = Generators(workdir, 1, "profile-idle")
     try:
