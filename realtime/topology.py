@@ -171,4 +171,3 @@ def _quiet_parser() -> type:
 
         _QUIET_PARSER = QuietPubSubParser
     return _QUIET_PARSER
-
