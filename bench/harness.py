@@ -75,6 +75,9 @@ class CpuMeter:
     """
 
     def __init__(self, groups: dict[str, list[int]]) -> None:
+        # A server's worker processes count as the server (hypercorn and granian serve
+        # from a child of the process we started).
+        groups = {name: [p for pid in pids for p in family(pid)] for name, pids in groups.items()}
         self.groups = {**groups, "harness": [os.getpid()]}
         self.before = {name: sum(cpu_seconds(p) for p in pids) for name, pids in self.groups.items()}
         self.machine = machine_cpu()
@@ -93,6 +96,25 @@ class CpuMeter:
         cpu["others"] = max(0.0, cpu["machine"] - sum(cpu[name] for name in self.groups))
         cpu["steal"] = (machine[1] - self.machine[1]) / wall
         return cpu
+
+
+def family(pid: int) -> list[int]:
+    """``pid`` and its descendants, from ``/proc/<pid>/task/<tid>/children``."""
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        found.append(current)
+        try:
+            tasks = os.listdir(f"/proc/{current}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                children = Path(f"/proc/{current}/task/{task}/children").read_text().split()
+            except OSError:
+                continue
+            queue += [int(child) for child in children if int(child) not in found]
+    return found
 
 
 def open_fds(pid: int) -> int:

@@ -84,6 +84,7 @@ SERVERS = {
     "realtime-hypercorn": "realtime, hypercorn",
     "realtime-granian": "realtime, granian",
     "realtime-bayeux": "realtime's Bayeux endpoint, uvicorn",
+    "realtime-memory": "realtime, uvicorn (realtime's protocol classes), in-memory layer, no Redis",
     "channels": "plain Channels consumer, daphne",
     "faye": "Faye 1.4.3 (Node)",
     "bare": "bare `websockets` + `broadcast()`",
@@ -93,6 +94,9 @@ SERVERS = {
 # Servers that run the fan-out scenario only (for docs/deployment.md's choice of server),
 # to keep `make bench` within 15 minutes.
 FANOUT_ONLY = {"realtime-hypercorn", "realtime-granian"}
+# Run only when named in --only: realtime as one process with the in-memory layer (what a
+# single-process deployment gets, and what realtime costs without Redis, like Faye here).
+ON_REQUEST = {"realtime-memory"}
 # The plain Channels baseline publishes about 1,000 times a second to many channels (0.07x
 # Faye in earlier runs): left out of that scenario, for the time budget.
 NO_CHANNELS = {"channels"}
@@ -103,6 +107,7 @@ REALTIME_SERVERS = {
     "daphne": "daphne",
     "hypercorn": "hypercorn",
     "granian": "granian",
+    "memory": "uvicorn-realtime",
 }
 
 
@@ -181,7 +186,7 @@ class Bench:
                 self.workdir,
                 server=REALTIME_SERVERS[flavour],
                 database=self.database,
-                redis_url=self.redis.url,
+                redis_url="" if flavour == "memory" else self.redis.url,
                 realtime=REALTIME_LIMITS,
                 bayeux=flavour == "bayeux",
             )
@@ -519,11 +524,10 @@ def main() -> None:
         finally:
             bench.redis.stop()
         return
-    if args.only:
-        keep = set(args.only.split(","))
-        for key in list(SERVERS):
-            if key not in keep:
-                del SERVERS[key]
+    keep = set(args.only.split(",")) if args.only else set(SERVERS) - ON_REQUEST
+    for key in list(SERVERS):
+        if key not in keep:
+            del SERVERS[key]
     bench.run()
     environment = report.environment(bench)
     results_dir = ROOT / "bench" / "results"
