@@ -158,7 +158,10 @@ class SecretShownOnceAdmin(admin.ModelAdmin):
     answers the form, and a *regenerate* view replaces it and shows the new one once.
 
     Subclasses set ``secret_template``, ``regenerate_template``, ``secret_fields`` (what
-    ``set_new_secret`` changes) and the wording: ``secret_name``, ``not_found``.
+    ``set_new_secret`` changes) and the wording: ``secret_name``, ``not_found``. Their
+    templates extend the shared pages (``admin/realtime/secret_shown_once.html``,
+    ``regenerate_secret.html``, ``secret_change_form.html``) with their own wording, and
+    keep Django's per-model names, so a project can still override one model's page.
     """
 
     secret_template = ""
