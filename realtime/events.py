@@ -35,6 +35,25 @@ _sinks: list[Sink] = []
 DROP_LOG_INTERVAL = 10.0
 
 
+class Drops:
+    """Events a full queue had to drop: counted, and told in a warning at most every
+    ``DROP_LOG_INTERVAL`` seconds (a flood would otherwise flood the log too)."""
+
+    __slots__ = ("count", "_logged_at")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._logged_at = 0.0
+
+    def add(self, message: str, *args: Any) -> None:
+        """Count one; ``message % (*args, count so far)`` is the warning."""
+        self.count += 1
+        now = time.monotonic()
+        if now - self._logged_at > DROP_LOG_INTERVAL:
+            self._logged_at = now
+            logger.warning(message, *args, self.count)
+
+
 def add_sink(sink: Sink) -> None:
     """Have ``sink(signal, arguments)`` called for every event (once per sink)."""
     if sink not in _sinks:
@@ -53,23 +72,17 @@ class _Dispatcher:
         self.loop = loop
         self.queue: asyncio.Queue = asyncio.Queue(maxsize=max(1, settings.SIGNAL_QUEUE_SIZE))
         self.task = loop.create_task(self._run())
-        self.dropped = 0
-        self._dropped_logged_at = 0.0
+        self.dropped = Drops()
 
     def put(self, signal: Signal, sender: Any, arguments: dict[str, Any]) -> None:
         try:
             self.queue.put_nowait((signal, sender, arguments))
         except asyncio.QueueFull:
-            self.dropped += 1
-            now = time.monotonic()
-            if now - self._dropped_logged_at > DROP_LOG_INTERVAL:
-                self._dropped_logged_at = now
-                logger.warning(
-                    "realtime: the signal queue is full (SIGNAL_QUEUE_SIZE=%s): %s events dropped so far; "
-                    "a receiver is too slow",
-                    self.queue.maxsize,
-                    self.dropped,
-                )
+            self.dropped.add(
+                "realtime: the signal queue is full (SIGNAL_QUEUE_SIZE=%s): %s events dropped so far; "
+                "a receiver is too slow",
+                self.queue.maxsize,
+            )
 
     async def _run(self) -> None:
         while True:

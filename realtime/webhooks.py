@@ -60,7 +60,6 @@ EVENT_NAMES = {
     signals.client_published: "client_event",
 }
 RETRIED_STATUSES = frozenset({408, 429})
-DROP_LOG_INTERVAL = 10.0
 _ENDPOINTS = "endpoints"
 
 # The active endpoints, reloaded every REVALIDATE_INTERVAL and when they change.
@@ -145,23 +144,17 @@ class _Outlet:
         self.target = target
         self.queue: deque[dict] = deque(maxlen=settings.WEBHOOK_QUEUE_SIZE)
         self.wake = asyncio.Event()
-        self.dropped = 0
-        self._dropped_logged_at = 0.0
+        self.dropped = events.Drops()
         self.task = dispatcher.loop.create_task(self._run())
 
     def add(self, event: dict) -> None:
         if len(self.queue) == self.queue.maxlen:
-            self.dropped += 1
-            now = time.monotonic()
-            if now - self._dropped_logged_at > DROP_LOG_INTERVAL:
-                self._dropped_logged_at = now
-                logger.warning(
-                    "realtime: the webhook queue of %r is full (WEBHOOK_QUEUE_SIZE=%s): "
-                    "%s oldest events dropped so far",
-                    self.target.name,
-                    self.queue.maxlen,
-                    self.dropped,
-                )
+            self.dropped.add(
+                "realtime: the webhook queue of %r is full (WEBHOOK_QUEUE_SIZE=%s): "
+                "%s oldest events dropped so far",
+                self.target.name,
+                self.queue.maxlen,
+            )
         self.queue.append(event)
         self.wake.set()
 
