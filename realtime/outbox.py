@@ -274,17 +274,12 @@ class Outbox:
             idle.set_result(None)
 
     async def _drain(self, coro, waiting) -> None:
-        try:
-            await _finish(coro, waiting)
-            while self._backlog:
-                await self._send(self._backlog.popleft())
-        except Exception:
-            self.closed = True
-        finally:
-            self._backlog = None
-            self._writer = None
+        """Finish a send coroutine that suspended (``_finish`` made here, once the task
+        runs), then the frames queued behind it."""
+        await self._drain_awaitable(_finish(coro, waiting))
 
     async def _drain_awaitable(self, sent) -> None:
+        """Await a send that did not complete at once, then send the frames queued behind it."""
         try:
             await sent
             while self._backlog:
