@@ -27,6 +27,15 @@ from collections.abc import Iterable
 from typing import Any
 
 
+def _given(**fields: Any) -> dict[str, Any]:
+    """The optional fields of a command's body that were given (not None)."""
+    return {name: value for name, value in fields.items() if value is not None}
+
+
+def _is_reply(frame: dict, request_id: int) -> bool:
+    return frame.get("id") == request_id and ("ok" in frame or "err" in frame)
+
+
 class RealtimeClient:
     def __init__(self, url: str, *, origin: str | None = None, timeout: float = 5.0, **options: Any) -> None:
         """``options`` go to ``websockets.sync.client.connect`` (``max_queue``, ...)."""
@@ -66,32 +75,23 @@ class RealtimeClient:
         self.send({command: body, "id": request_id})
         while True:
             frame = self.recv()
-            if frame.get("id") == request_id and ("ok" in frame or "err" in frame):
+            if _is_reply(frame, request_id):
                 return frame
             self.pending.append(frame)
 
     def auth(self, secret: str, access: str | None = None) -> dict:
-        body = {"secret": secret}
-        if access is not None:
-            body["access"] = access
-        return self.request("auth", body)
+        return self.request("auth", {"secret": secret, **_given(access=access)})
 
     def subscribe(self, channel: str, since: dict | None = None) -> dict:
         """Subscribe; ``since={"offset": N, "epoch": E}`` recovers what came after N first."""
-        body: dict[str, Any] = {"channel": channel}
-        if since is not None:
-            body["since"] = since
-        return self.request("subscribe", body)
+        return self.request("subscribe", {"channel": channel, **_given(since=since)})
 
     def history(
         self, channel: str, since: int = 0, limit: int | None = None, epoch: str | None = None
     ) -> dict:
-        body: dict[str, Any] = {"channel": channel, "since": since}
-        if limit is not None:
-            body["limit"] = limit
-        if epoch is not None:
-            body["epoch"] = epoch
-        return self.request("history", body)
+        return self.request(
+            "history", {"channel": channel, "since": since, **_given(limit=limit, epoch=epoch)}
+        )
 
     def presence(self, channel: str) -> dict:
         return self.request("presence", {"channel": channel})
@@ -278,7 +278,7 @@ class RealtimeCommunicator:
         await self.send({command: body, "id": request_id})
         while True:
             frame = await self.recv()
-            if frame.get("id") == request_id and ("ok" in frame or "err" in frame):
+            if _is_reply(frame, request_id):
                 return frame
             self.pending.append(frame)
 
@@ -286,26 +286,17 @@ class RealtimeCommunicator:
         self, secret: str | None = None, token: str | None = None, access: str | None = None
     ) -> dict:
         """Authenticate with an access key's ``secret`` or a signed browser ``token``."""
-        body: dict[str, Any] = {"secret": secret} if token is None else {"token": token}
-        if access is not None:
-            body["access"] = access
-        return await self.request("auth", body)
+        credentials = {"secret": secret} if token is None else {"token": token}
+        return await self.request("auth", {**credentials, **_given(access=access)})
 
     async def subscribe(self, channel: str, since: dict | None = None) -> dict:
         """Subscribe; ``since={"offset": N, "epoch": E}`` recovers what came after N first."""
-        body: dict[str, Any] = {"channel": channel}
-        if since is not None:
-            body["since"] = since
-        return await self.request("subscribe", body)
+        return await self.request("subscribe", {"channel": channel, **_given(since=since)})
 
     async def history(
         self, channel: str, since: int = 0, limit: int | None = None, epoch: str | None = None
     ) -> dict:
-        body: dict[str, Any] = {"channel": channel, "since": since}
-        if limit is not None:
-            body["limit"] = limit
-        if epoch is not None:
-            body["epoch"] = epoch
+        body = {"channel": channel, "since": since, **_given(limit=limit, epoch=epoch)}
         return await self.request("history", body)
 
     async def presence(self, channel: str) -> dict:
