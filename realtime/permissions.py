@@ -159,6 +159,16 @@ async def _ask(value) -> bool:
     return bool(value)
 
 
+def _ask_now(value) -> bool | None:
+    """:func:`_ask` without awaiting: None when the policy answered with an awaitable
+    (closed unawaited: the caller asks again the long way)."""
+    if inspect.isawaitable(value):
+        if inspect.iscoroutine(value):
+            value.close()
+        return None
+    return bool(value)
+
+
 def _refused_scope(principal: Principal, name: str, row: ChannelInfo) -> str:
     if principal.covers(row, name):
         return f"the project's policy does not let these credentials use {name!r}"
@@ -210,12 +220,7 @@ def may_read_now(principal: Principal | None, name: str, row: ChannelInfo) -> bo
         return False
     if _personal_refusal(principal, request) is not None:
         return False
-    value = policy.may_subscribe(request)
-    if inspect.isawaitable(value):
-        if inspect.iscoroutine(value):
-            value.close()
-        return None
-    return bool(value)
+    return _ask_now(policy.may_subscribe(request))
 
 
 async def write_refusal(principal: Principal | None, name: str, row: ChannelInfo) -> str | None:
@@ -248,12 +253,10 @@ def write_refusal_now(principal: Principal | None, name: str, row: ChannelInfo) 
     refusal = _personal_refusal(principal, request)
     if refusal is not None:
         return True, refusal
-    value = policy.may_publish(request)
-    if inspect.isawaitable(value):
-        if inspect.iscoroutine(value):
-            value.close()
+    allowed = _ask_now(policy.may_publish(request))
+    if allowed is None:
         return False, None
-    return True, None if value else _refused_scope(principal, name, row)
+    return True, None if allowed else _refused_scope(principal, name, row)
 
 
 async def pattern_refusal(
